@@ -1,0 +1,76 @@
+"""PromptProxy: a small self-hosted, OpenAI-compatible LLM gateway.
+
+`create_app` builds the Flask application: data in SQLite under the data
+directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
+"""
+
+import logging
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from . import config as settings
+from . import crypto, superusers
+from .collections import ALL
+from .db import db, open_database, upgrade
+
+log = logging.getLogger("promptproxy")
+
+
+def create_app(overrides=None):
+    conf = settings.from_environ(overrides)
+    if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
+        logging.basicConfig(level=conf["LOG_LEVEL"],
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = conf["DATA_DIR"]
+    session_secret, encryption_key = settings.load_secrets(data_dir)
+    crypto.init(encryption_key)
+
+    app = Flask(__name__, template_folder="admin/templates")
+    app.config.update(
+        SECRET_KEY=session_secret,
+        PROMPTPROXY=conf,
+        MAX_CONTENT_LENGTH=conf["MAX_BODY_BYTES"],
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead of expiring mid-edit
+        FLASK_ADMIN_SWATCH="default",
+    )
+
+    open_database(data_dir)
+    upgrade([superusers.Superuser] + [c.model for c in ALL])
+    app.before_request(_open_db)
+    app.teardown_request(_close_db)
+
+    from .admin import init_admin
+    from .errors import init_errors
+    from .api import api
+
+    csrf = CSRFProtect(app)
+    csrf.exempt(api)  # token-authenticated, no cookies
+    app.register_blueprint(api)
+    init_admin(app)
+    init_errors(app)
+
+    announce_setup(app)
+    return app
+
+
+def _open_db():
+    db.connect(reuse_if_open=True)
+
+
+def _close_db(exc):
+    if not db.is_closed():
+        db.close()
+
+
+def announce_setup(app):
+    """With no admin yet, print the one-time link that creates the first one
+    (only whoever can read the server's log can claim a fresh server)."""
+    with db.connection_context():
+        if superusers.any_exist():
+            return
+    base = app.config["PROMPTPROXY"]["PUBLIC_URL"] or "http://127.0.0.1:8090"
+    link = f"{base.rstrip('/')}/_/setup/{superusers.setup_token(app.secret_key)}"
+    log.warning("No admin account yet. Open this link to create one:\n\n    %s\n", link)

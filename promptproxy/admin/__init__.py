@@ -1,0 +1,28 @@
+"""The admin at /_/: Flask-Admin over the collections, behind a login."""
+
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+from flask_login import LoginManager
+
+from .. import superusers
+from ..collections import ALL
+from ..throttle import LoginThrottle
+from .home import HomeView
+from .views import CollectionView, pop_reveal
+
+
+def init_admin(app):
+    login = LoginManager(app)
+    login.login_view = "admin.login_view"
+    login.user_loader(lambda admin_id: superusers.Superuser.get_or_none(superusers.Superuser.id == admin_id))
+    app.extensions["promptproxy.login_throttle"] = LoginThrottle()
+    app.jinja_env.globals["pop_reveal"] = pop_reveal
+
+    admin = Admin(
+        app, name="PromptProxy", url="/_",
+        index_view=HomeView(name="Home", url="/_", endpoint="admin"),
+        theme=Bootstrap4Theme(swatch="default", fluid=True, base_template="promptproxy/base.html"),
+    )
+    for collection in ALL:
+        admin.add_view(CollectionView(collection))
+    return admin

@@ -1,0 +1,93 @@
+"""The admin's front door at /_/: first-run set-up, login, logout and the home page."""
+
+import hmac
+
+from flask import current_app, flash, redirect, request, url_for
+from flask_admin import AdminIndexView, expose
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, EqualTo
+
+from .. import superusers
+from ..collections import ALL
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+class SetupForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()],
+                             description=f"At least {superusers.MIN_PASSWORD} characters.")
+    confirm = PasswordField("Password again",
+                            validators=[DataRequired(), EqualTo("password", "The passwords differ.")])
+
+
+def safe_next(target):
+    """Only follow `next` to a path on this server."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+class HomeView(AdminIndexView):
+    def is_visible(self):
+        return current_user.is_authenticated
+
+    @expose("/")
+    def index(self):
+        if not current_user.is_authenticated:
+            if not superusers.any_exist():
+                return self.render("promptproxy/setup_pending.html")
+            return redirect(url_for(".login_view"))
+        tables = [(c, c.model.select().count()) for c in ALL]
+        return self.render("promptproxy/home.html", tables=tables)
+
+    @expose("/login", methods=("GET", "POST"))
+    def login_view(self):
+        if not superusers.any_exist():
+            return redirect(url_for(".index"))
+        form = LoginForm()
+        error = None
+        if form.validate_on_submit():
+            throttle = current_app.extensions["promptproxy.login_throttle"]
+            who = (request.remote_addr, form.email.data.strip().lower())
+            wait = throttle.wait(who)
+            if wait:
+                error = f"Too many failed attempts. Try again in {wait} seconds."
+            else:
+                admin = superusers.authenticate(form.email.data, form.password.data)
+                if admin:
+                    throttle.succeeded(who)
+                    login_user(admin)
+                    return redirect(safe_next(request.args.get("next")) or url_for(".index"))
+                throttle.failed(who)
+                error = "Wrong email or password."
+        return self.render("promptproxy/login.html", form=form, error=error), (401 if error else 200)
+
+    @expose("/logout", methods=("POST",))
+    def logout_view(self):
+        logout_user()
+        return redirect(url_for(".login_view"))
+
+    @expose("/setup/<token>", methods=("GET", "POST"))
+    def setup_view(self, token):
+        expected = superusers.setup_token(current_app.secret_key)
+        if superusers.any_exist() or not hmac.compare_digest(token, expected):
+            flash("This set-up link is no longer valid." if superusers.any_exist()
+                  else "This set-up link is not valid. Use the one printed in the server log.", "error")
+            return redirect(url_for(".index"))
+        form = SetupForm()
+        if form.validate_on_submit():
+            problems = superusers.check_credentials(form.email.data, form.password.data)
+            for name, message in problems.items():
+                form[name].errors = list(form[name].errors) + [message]
+            if not problems:
+                admin, _ = superusers.upsert(form.email.data, form.password.data)
+                login_user(admin)
+                flash("Your admin account is ready. Start by adding a user.", "success")
+                return redirect(url_for(".index"))
+        return self.render("promptproxy/setup.html", form=form)

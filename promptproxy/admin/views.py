@@ -1,0 +1,195 @@
+"""One Flask-Admin view class serves every collection: columns, search, filters,
+forms and formatting are all read off the collection's declaration."""
+
+import json
+
+from flask import flash, g, redirect, request, session, url_for
+from flask_admin.contrib.peewee import ModelView
+from flask_admin.contrib.peewee import filters as peewee_filters
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from markupsafe import Markup, escape
+
+from .. import crypto, records
+from ..collections import BY_NAME
+from ..fields import Bool, DateTime, GatewayKey, Relation
+
+REVEAL_KEY = "_reveal"
+
+
+def reveal_once(collection, row, revealed):
+    """Keep values to show once (a new key) for the next page, encrypted in the
+    session cookie so they are never readable from it."""
+    payload = {"collection": collection.name, "title": collection.title(row), "values": revealed}
+    session[REVEAL_KEY] = crypto.encrypt(json.dumps(payload))
+
+
+def pop_reveal():
+    token = session.pop(REVEAL_KEY, None)
+    if not token:
+        return None
+    text = crypto.decrypt(token)
+    return json.loads(text) if text else None
+
+
+class LoginRequired:
+    """Every collection page needs a logged-in admin."""
+
+    def is_accessible(self):
+        return current_user.is_authenticated
+
+    def inaccessible_callback(self, name, **kwargs):
+        return redirect(url_for("admin.login_view", next=request.full_path))
+
+
+def relation_title(field, record_id):
+    """A related record's readable name, looked up once per request."""
+    if not record_id:
+        return ""
+    cache = g.setdefault("_titles", {})
+    key = (field.target, record_id)
+    if key not in cache:
+        target = BY_NAME[field.target]
+        row = target.model.get_or_none(target.model.id == record_id)
+        cache[key] = target.title(row) if row else None
+    return cache[key]
+
+
+def relation_choices(field):
+    target = BY_NAME[field.target]
+    return [(row.id, target.title(row)) for row in target.model.select().order_by(target.model.created)]
+
+
+def cell(field):
+    """A list/details formatter for one field."""
+    if isinstance(field, Relation):
+        def format_relation(view, context, row, name):
+            record_id = getattr(row, name)
+            title = relation_title(field, record_id)
+            if title is None:
+                return Markup('<span class="text-muted" title="deleted">{} (deleted)</span>').format(record_id)
+            if not record_id:
+                return ""
+            url = url_for(f"{field.target}.details_view", id=record_id)
+            return Markup('<a href="{}">{}</a>').format(url, title)
+        return format_relation
+    return lambda view, context, row, name: field.display(getattr(row, name))
+
+
+def filters_for(collection):
+    model = collection.model
+    result = []
+    for name in collection.filters:
+        field = collection.field.get(name)
+        column = getattr(model, name)
+        if field is None or isinstance(field, (Bool, DateTime)):
+            result.append(column)  # Flask-Admin's own filters for the column's type
+        elif isinstance(field, Relation):
+            result.append(peewee_filters.FilterEqual(
+                column, field.label, options=lambda field=field: relation_choices(field)))
+        else:
+            result.extend([peewee_filters.FilterEqual(column, field.label),
+                           peewee_filters.FilterNotEqual(column, field.label)])
+    return result
+
+
+class CollectionView(LoginRequired, ModelView):
+    form_base_class = FlaskForm  # CSRF tokens come from Flask-WTF's CSRFProtect
+    named_filter_urls = True
+    can_view_details = True
+    can_set_page_size = True
+    page_size = 20
+    details_modal = False
+
+    def __init__(self, collection, **kwargs):
+        self.collection = collection
+        model = collection.model
+        fields = collection.field
+        self.column_list = collection.list
+        self.column_details_list = (
+            ["id"] + [f.name + "_prefix" if isinstance(f, GatewayKey) else f.name
+                      for f in collection.fields] + ["created", "updated"])
+        self.column_labels = {name: field.label for name, field in fields.items()}
+        self.column_labels.update(key_prefix="Key", id="Id", created="Created", updated="Updated")
+        self.column_descriptions = {name: f.help for name, f in fields.items() if f.help}
+        self.column_searchable_list = [getattr(model, name) for name in collection.search]
+        self.column_filters = filters_for(collection)
+        self.column_sortable_list = [n for n in collection.list
+                                     if n not in fields or fields[n].sortable]
+        descending = collection.sort.startswith("-")
+        self.column_default_sort = (collection.sort.lstrip("-"), descending)
+        self.column_formatters = {name: cell(field) for name, field in fields.items()}
+        self.column_formatters.update(
+            key_prefix=lambda view, context, row, name: (row.key_prefix + "…") if row.key_prefix else "",
+            created=cell(DateTime("created")), updated=cell(DateTime("updated")))
+        self.can_create = self.can_edit = not collection.readonly
+        self.can_export = collection.readonly
+        self.column_export_exclude_list = []
+        super().__init__(model, name=collection.name, endpoint=collection.name,
+                         url=collection.name, **kwargs)
+
+    # -- forms ---------------------------------------------------------------
+    def _form_class(self, creating):
+        attrs = {f.name: f.form_field(creating) for f in self.collection.fields
+                 if f.editable and (creating or not f.immutable)}
+        return type(f"{self.collection.name.title()}Form", (self.form_base_class,), attrs)
+
+    def scaffold_form(self):
+        return self._form_class(creating=True)
+
+    def get_edit_form(self):
+        return self._form_class(creating=False)
+
+    def _with_choices(self, form):
+        for field in self.collection.fields:
+            if isinstance(field, Relation) and field.name in form:
+                choices = relation_choices(field)
+                if not field.required:
+                    choices.insert(0, ("", "—"))
+                form[field.name].choices = choices
+        return form
+
+    def create_form(self, obj=None):
+        return self._with_choices(super().create_form(obj))
+
+    def edit_form(self, obj=None):
+        return self._with_choices(super().edit_form(obj))
+
+    def _form_data(self, form):
+        return {f.name: form[f.name].data for f in self.collection.fields if f.name in form}
+
+    def _save(self, form, row=None):
+        try:
+            return records.save(self.collection, self._form_data(form), row=row, form=True)
+        except records.RecordInvalid as invalid:
+            for name, error in invalid.errors.items():
+                form[name].errors = list(form[name].errors or []) + [error.message]
+            return None, None
+
+    def create_model(self, form):
+        row, revealed = self._save(form)
+        if row is None:
+            return False
+        if revealed:
+            reveal_once(self.collection, row, revealed)
+        self.after_model_change(form, row, True)
+        return row
+
+    def update_model(self, form, model):
+        row, _ = self._save(form, model)
+        if row is None:
+            return False
+        self.after_model_change(form, row, False)
+        return True
+
+    def delete_model(self, model):
+        try:
+            records.delete(self.collection, model)
+        except records.RecordInUse as refused:
+            flash(str(refused), "error")
+            return False
+        return True
+
+    @property
+    def description_html(self):
+        return escape(self.collection.description)

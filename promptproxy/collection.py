@@ -1,0 +1,74 @@
+"""A collection: one declaration from which PromptProxy derives a table, an admin
+view, validation and a JSON shape, the way PocketBase does.
+
+    users = Collection("users", Text("name", required=True), Email("email", unique=True), ...,
+                       title="name", list=[...], search=[...], filters=[...])
+"""
+
+import peewee
+
+from .db import BaseModel
+from .fields import format_datetime, new_id, utcnow
+
+SYSTEM_FIELDS = ("id", "created", "updated")
+
+
+class Collection:
+    def __init__(self, name, *fields, title=None, list=None, search=(), filters=(),
+                 sort="-created", readonly=False, description=""):
+        self.name = name
+        self.fields = fields
+        self.field = {f.name: f for f in fields}
+        self.title_fields = [title] if isinstance(title, str) else (title or [])
+        self.list = list or [f.name for f in fields if not f.secret][:6] + ["created"]
+        self.search = tuple(search)
+        self.filters = tuple(filters)
+        self.sort = sort
+        self.readonly = readonly  # rows written by PromptProxy only (request log)
+        self.description = description
+        self.model = self._make_model()
+
+    def __repr__(self):
+        return f"<Collection {self.name}>"
+
+    def _make_model(self):
+        attrs = {
+            "id": peewee.CharField(primary_key=True, max_length=15, default=new_id),
+            "created": peewee.DateTimeField(default=utcnow, index=True),
+            "updated": peewee.DateTimeField(default=utcnow),
+            "__str__": lambda row: self.title(row),
+            "Meta": type("Meta", (), {"table_name": self.name}),
+        }
+        for field in self.fields:
+            attrs.update(field.columns())
+        return type(self.name.title().replace("_", ""), (BaseModel,), attrs)
+
+    def title(self, row):
+        """A readable name for a record, for dropdowns, tables and messages."""
+        for name in self.title_fields:
+            value = getattr(row, name, None)
+            if value:
+                return str(value)
+        return row.id
+
+    def columns(self):
+        """Public field name -> peewee column, for filtering and sorting."""
+        model = self.model
+        columns = {name: getattr(model, name) for name in SYSTEM_FIELDS}
+        for field in self.fields:
+            if not field.secret:
+                columns[field.name] = getattr(model, field.name)
+        return columns
+
+    def to_json(self, row):
+        """The record's JSON shape: system fields then declared fields; secrets never."""
+        data = {"id": row.id, "collectionName": self.name,
+                "created": format_datetime(row.created), "updated": format_datetime(row.updated)}
+        for field in self.fields:
+            if not field.secret:
+                data[field.name] = field.to_json(getattr(row, field.name))
+            elif field.name + "_prefix" in row.__data__:
+                data[field.name + "_prefix"] = getattr(row, field.name + "_prefix")
+            else:
+                data[field.name + "_set"] = bool(getattr(row, field.name))
+        return data

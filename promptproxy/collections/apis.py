@@ -1,0 +1,22 @@
+"""Upstream APIs: any OpenAI-compatible server (OpenAI, Ollama, vLLM, ...)."""
+
+from ..collection import Collection
+from ..fields import Bool, Json, Number, Secret, Select, Text, Url
+
+apis = Collection(
+    "apis",
+    Text("name", required=True, unique=True),
+    Url("base_url", required=True, label="Base URL",
+        help="Up to and including /v1, e.g. https://api.openai.com/v1 or http://localhost:11434/v1."),
+    Secret("api_key", label="API key", help="The upstream's key; stored encrypted. Empty for none."),
+    Select("protocol", choices=["openai", "anthropic"], default="openai", required=True),
+    Number("timeout", default=60, min=1, max=3600,
+           help="Seconds to wait for a connection or between streamed chunks."),
+    Json("headers", kind=dict, help="Extra headers to send, as a JSON object."),
+    Bool("active", default=True),
+    title="name",
+    list=["name", "base_url", "protocol", "api_key", "active", "created"],
+    search=["name", "base_url"],
+    filters=["protocol", "active"],
+    sort="name",
+)

@@ -1,0 +1,18 @@
+"""Stored system prompts, applied by reference: `model: "<model>:<prompt>"`."""
+
+from ..collection import Collection
+from ..fields import Bool, Json, LongText, Text
+
+prompts = Collection(
+    "prompts",
+    Text("name", unique=True, help="Optional public name clients may use instead of the id."),
+    LongText("instructions", required=True, help="The system prompt put in front of every call."),
+    Json("tools", kind=list, help="Optional OpenAI tools added when a request has none."),
+    LongText("description"),
+    Bool("active", default=True),
+    title=["name"],
+    list=["name", "instructions", "active", "created"],
+    search=["name", "instructions", "description"],
+    filters=["active"],
+    sort="name",
+)

@@ -1,0 +1,33 @@
+"""One row per authenticated call through the proxy, kept after the records it names are gone."""
+
+from ..collection import Collection
+from ..fields import Bool, Json, LongText, Number, Relation, Text
+
+requests = Collection(
+    "requests",
+    Relation("user", "users", on_delete="keep"),
+    Relation("key", "keys", on_delete="keep"),
+    Relation("api", "apis", on_delete="keep"),
+    Relation("model", "models", on_delete="keep"),
+    Relation("prompt", "prompts", on_delete="keep"),
+    Text("model_ref", label="Model requested", help="The `model` string the client sent."),
+    Text("endpoint"),
+    Bool("stream"),
+    Number("status", index=True),
+    LongText("error"),
+    Number("input_tokens"),
+    Number("output_tokens"),
+    Number("total_tokens"),
+    Number("latency_ms", label="Latency (ms)"),
+    Number("ttfb_ms", label="First byte (ms)"),
+    Json("request_body"),
+    Json("response_body"),
+    LongText("system_prompt"),
+    LongText("user_message"),
+    LongText("reply"),
+    list=["created", "user", "model", "prompt", "endpoint", "stream", "status",
+          "total_tokens", "latency_ms"],
+    search=["model_ref", "error", "endpoint"],
+    filters=["user", "key", "model", "prompt", "api", "status", "stream", "created"],
+    readonly=True,
+)

@@ -1,0 +1,70 @@
+"""Settings, read once from the environment (and from files in the data directory).
+
+Every setting has an environment variable, listed in the README; `create_app`
+also takes overrides, which is what the CLI and the tests use.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from . import crypto
+
+DEFAULTS = {
+    "DATA_DIR": "pb_data",
+    "PUBLIC_URL": "",  # where admins reach the server; used in the set-up link
+    "MAX_BODY_BYTES": 10 * 1024 * 1024,
+    "LOG_LEVEL": "INFO",
+}
+
+
+def from_environ(overrides=None):
+    """Settings from PROMPTPROXY_* variables, then the given overrides."""
+    config = {}
+    for name, default in DEFAULTS.items():
+        raw = os.environ.get("PROMPTPROXY_" + name)
+        if raw is None:
+            config[name] = default
+        else:
+            config[name] = type(default)(raw) if isinstance(default, int) else raw
+    config.update(overrides or {})
+    config["DATA_DIR"] = str(Path(config["DATA_DIR"]))
+    return config
+
+
+def secret_from(data_dir, env_name, filename, make):
+    """A secret from the environment, or from a 0600 file in the data directory,
+    generated on first use so restarts keep sessions and encrypted keys valid."""
+    value = os.environ.get(env_name)
+    if value:
+        return value
+    path = Path(data_dir) / filename
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    # Write a private temp file, then link it into place: atomic, and when two
+    # workers start at once the second one reads the first one's secret.
+    tmp = path.with_name(f"{filename}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        os.unlink(tmp)
+    return value
+
+
+def load_secrets(data_dir):
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", ".secret_key",
+                                 lambda: secrets.token_urlsafe(48))
+    encryption_key = secret_from(data_dir, "PROMPTPROXY_ENCRYPTION_KEY", ".encryption_key",
+                                 crypto.new_key)
+    return session_secret, encryption_key

@@ -1,0 +1,105 @@
+"""Creating, updating and deleting records with a collection's rules.
+
+The admin forms and the REST API both come through here, so they accept and
+refuse exactly the same things with the same messages.
+"""
+
+from .collections import BY_NAME, dependents
+from .db import db
+from .fields import KEEP, Invalid, blank, utcnow
+
+
+class RecordInvalid(Exception):
+    """Some fields were refused: `errors` maps field name -> Invalid."""
+
+    def __init__(self, errors):
+        super().__init__("; ".join(f"{name}: {e.message}" for name, e in errors.items()))
+        self.errors = errors
+
+
+class RecordInUse(Exception):
+    """A delete refused because other records still point at this one."""
+
+
+def save(collection, data, row=None, form=False):
+    """Validate `data` and create (row=None) or update `row`.
+
+    Returns (row, revealed): `revealed` holds values to show once and never again,
+    such as a newly generated gateway key. Only fields present in `data` change on
+    update; on create, absent fields take their defaults.
+    """
+    creating = row is None
+    errors, values = {}, {}
+    for field in collection.fields:
+        if not field.editable or (field.immutable and not creating):
+            continue
+        if field.name in data:
+            try:
+                value = field.clean(data[field.name], form=form)
+            except Invalid as exc:
+                errors[field.name] = exc
+                continue
+        elif creating:
+            value = field.clean(None, form=False) if field.secret else field.initial()
+        else:
+            continue
+        values[field.name] = value
+
+    current = (lambda name: getattr(row, name)) if row is not None else (lambda name: None)
+    for field in collection.fields:
+        if field.name in errors or not field.required:
+            continue
+        value = values.get(field.name, KEEP if not creating else None)
+        if (value is KEEP and blank(current(field.name))) or (value is not KEEP and blank(value)):
+            errors[field.name] = Invalid("validation_required", "Cannot be blank.")
+
+    for name, value in values.items():
+        field = collection.field[name]
+        if name in errors or value is KEEP or blank(value):
+            continue
+        if getattr(field, "target", None):
+            target = BY_NAME[field.target].model
+            if not target.select().where(target.id == value).exists():
+                errors[name] = Invalid("validation_missing_rel_records",
+                                       f"No {field.target} record with id {value!r}.")
+        elif field.unique:
+            model = collection.model
+            query = model.select().where(getattr(model, name) == field.store(value)[name])
+            if row is not None:
+                query = query.where(model.id != row.id)
+            if query.exists():
+                errors[name] = Invalid("validation_not_unique", "Value must be unique.")
+    if errors:
+        raise RecordInvalid(errors)
+
+    revealed = {}
+    row = row if row is not None else collection.model()
+    for name, value in values.items():
+        if value is KEEP:
+            continue
+        field = collection.field[name]
+        for column, stored in field.store(value).items():
+            setattr(row, column, stored)
+        if field.reveal_once and creating:
+            revealed[name] = value
+    row.updated = utcnow()
+    with db.atomic():
+        row.save(force_insert=creating)
+    return row, revealed
+
+
+def delete(collection, row):
+    """Delete `row`, unless records that must not lose it still point at it."""
+    blockers = []
+    for other, field in dependents(collection):
+        if field.on_delete != "restrict":
+            continue
+        model = other.model
+        users = list(model.select().where(getattr(model, field.name) == row.id).limit(6))
+        if users:
+            names = ", ".join(other.title(u) for u in users[:5]) + (", …" if len(users) > 5 else "")
+            blockers.append(f"{other.name} ({names})")
+    if blockers:
+        raise RecordInUse(f"Cannot delete {collection.name} record \"{collection.title(row)}\": "
+                          f"still used by {'; '.join(blockers)}. Delete or change those first.")
+    row.delete_instance()

@@ -1,0 +1,100 @@
+"""Admins ("superusers", as PocketBase calls them): who may open /_/ and the REST API."""
+
+import hashlib
+import hmac
+import re
+
+import peewee
+from flask_login import UserMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .db import BaseModel
+from .fields import new_id, utcnow
+
+TOKEN_MAX_AGE = 14 * 24 * 3600
+MIN_PASSWORD = 8
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class Superuser(UserMixin, BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=15, default=new_id)
+    email = peewee.CharField(unique=True)
+    password_hash = peewee.CharField()
+    created = peewee.DateTimeField(default=utcnow)
+    updated = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "_superusers"
+
+    def to_json(self):
+        from .fields import format_datetime
+
+        return {"id": self.id, "collectionName": "_superusers", "email": self.email,
+                "created": format_datetime(self.created), "updated": format_datetime(self.updated)}
+
+
+def any_exist():
+    return Superuser.select().exists()
+
+
+def check_credentials(email, password):
+    """Problems with a new admin's email and password, as {field: message}."""
+    problems = {}
+    if not _EMAIL.fullmatch(email or ""):
+        problems["email"] = "Must be a valid email address."
+    if len(password or "") < MIN_PASSWORD:
+        problems["password"] = f"Must be at least {MIN_PASSWORD} characters."
+    return problems
+
+
+def upsert(email, password):
+    """Create the admin, or set the password of an existing one. Returns (admin, created)."""
+    email = email.strip().lower()
+    admin = Superuser.get_or_none(Superuser.email == email)
+    created = admin is None
+    if created:
+        admin = Superuser(email=email)
+    admin.password_hash = generate_password_hash(password)
+    admin.updated = utcnow()
+    admin.save(force_insert=created)
+    return admin, created
+
+
+def authenticate(email, password):
+    admin = Superuser.get_or_none(Superuser.email == (email or "").strip().lower())
+    if admin and check_password_hash(admin.password_hash, password or ""):
+        return admin
+    if admin is None:
+        generate_password_hash("timing")  # take as long as a real check
+    return None
+
+
+def _serializer(secret):
+    return URLSafeTimedSerializer(secret, salt="promptproxy-superuser-token")
+
+
+def _password_stamp(admin):
+    """Changes when the password does, so a new password ends old tokens."""
+    return hashlib.sha256(admin.password_hash.encode()).hexdigest()[:16]
+
+
+def issue_token(admin, secret):
+    return _serializer(secret).dumps({"id": admin.id, "pw": _password_stamp(admin)})
+
+
+def from_token(token, secret):
+    try:
+        data = _serializer(secret).loads(token, max_age=TOKEN_MAX_AGE)
+    except BadSignature:
+        return None
+    admin = Superuser.get_or_none(Superuser.id == data.get("id"))
+    if admin and hmac.compare_digest(_password_stamp(admin), data.get("pw", "")):
+        return admin
+    return None
+
+
+def setup_token(secret):
+    """The token in the one-time set-up link. Derived from the app secret so every
+    worker prints and accepts the same link; useless once an admin exists."""
+    return hmac.new(secret.encode(), b"promptproxy-first-admin", hashlib.sha256).hexdigest()[:32]
