@@ -280,9 +280,9 @@ class Select(Field):
         return value
 
     def form_options(self, creating):
-        choices = [(c, c) for c in self.choices]
+        choices = [wtf.SelectChoice(c, c) for c in self.choices]
         if not self.required:
-            choices.insert(0, ("", "—"))
+            choices.insert(0, wtf.SelectChoice("", "—"))
         return {"choices": choices, "default": self.initial()}
 
 
@@ -452,6 +452,9 @@ class GatewayKey(Field):
     secret = True
     immutable = True
     reveal_once = True
+
+    def __init__(self, name, **kw):
+        super().__init__(name, unique=True, **kw)
 
     def columns(self):
         return {

@@ -156,7 +156,7 @@ def parse_filter(text, columns):
 
     def operand():
         token = take()
-        kind, value, raw, at = token
+        kind, value = token[0], token[1]
         if kind == "name" and value in LITERALS:
             return ("lit", LITERALS[value], None)
         if kind == "name":

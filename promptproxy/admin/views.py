@@ -9,6 +9,7 @@ from flask_admin.contrib.peewee import filters as peewee_filters
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
+from wtforms.fields import SelectChoice
 
 from .. import crypto, records
 from ..collections import BY_NAME
@@ -143,10 +144,8 @@ class CollectionView(LoginRequired, ModelView):
     def _with_choices(self, form):
         for field in self.collection.fields:
             if isinstance(field, Relation) and field.name in form:
-                choices = relation_choices(field)
-                if not field.required:
-                    choices.insert(0, ("", "—"))
-                form[field.name].choices = choices
+                choices = [("", "—")] * (not field.required) + relation_choices(field)
+                form[field.name].choices = [SelectChoice(value, label) for value, label in choices]
         return form
 
     def create_form(self, obj=None):

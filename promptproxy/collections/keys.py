@@ -6,7 +6,7 @@ from ..fields import Bool, DateTime, GatewayKey, Relation, Text
 keys = Collection(
     "keys",
     Relation("user", "users", required=True),
-    Text("label", help="What this key is for, e.g. \"laptop\" or \"Open WebUI\"."),
+    Text("label", help="What this key is for, e.g. \"phone\" or \"Open WebUI\"."),
     GatewayKey("key"),
     Bool("active", default=True),
     Bool("track", help="Store full request and response bodies on this key's request rows."),
