@@ -41,13 +41,16 @@ def upgrade(models):
     """Create missing tables, then add columns that declarations gained since the
     database was made. Existing rows are kept; nothing is ever dropped."""
     with db.connection_context():
-        db.create_tables(models, safe=True)
         migrator = SqliteMigrator(db.obj)
+        tables = set(db.get_tables())
         for model in models:
             table = model._meta.table_name
+            if table not in tables:
+                continue
             existing = {column.name for column in db.get_columns(table)}
             missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
             if missing:
                 log.info("adding %s to table %s", ", ".join(f.column_name for f in missing), table)
                 with db.atomic():
                     migrate(*[migrator.add_column(table, f.column_name, f) for f in missing])
+        db.create_tables(models, safe=True)  # new tables, and any index still missing

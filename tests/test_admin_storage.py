@@ -1,0 +1,65 @@
+"""What lands in pb_data: schema upgrades that keep rows, and no secret in clear."""
+
+import sqlite3
+
+from promptproxy import create_app
+from promptproxy.collection import Collection
+from promptproxy.db import db, open_database, upgrade
+from promptproxy.fields import LongText, Text
+
+from promptproxy.collections import BY_NAME
+
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin
+
+UPSTREAM_KEY = "sk-proj-UPSTREAMsecret0123456789abcdef"
+
+
+def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
+    # An older PromptProxy whose prompts had only a name and instructions.
+    old_prompts = Collection("prompts", Text("name", unique=True), LongText("instructions"))
+    old_users = Collection("users", Text("name"))
+    data_dir.mkdir(parents=True)
+    open_database(data_dir)
+    upgrade([old_prompts.model, old_users.model])
+    with db.connection_context():
+        old_prompts.model.create(id="promptid0000001", name="translator", instructions="Translate.")
+        old_users.model.create(id="userid000000001", name="Tom")
+    db.close()
+
+    app = create_app({"DATA_DIR": str(data_dir)})  # the restart with today's declarations
+    columns = {row[1] for row in sqlite3.connect(data_dir / "data.db").execute("PRAGMA table_info(prompts)")}
+    assert {"tools", "description", "active"} <= columns
+    client = app.test_client()
+    make_admin()
+    token = csrf_token(client, "/_/login")
+    client.post("/_/login", data={"csrf_token": token, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    listing = client.get("/_/prompts/").get_data(as_text=True)
+    assert "translator" in listing
+    with db.connection_context():
+        prompt = BY_NAME["prompts"].model.get_by_id("promptid0000001")
+        user = BY_NAME["users"].model.get_by_id("userid000000001")
+    assert (prompt.name, prompt.instructions, prompt.tools) == ("translator", "Translate.", None)
+    assert user.name == "Tom" and user.email is None
+    # The new columns are usable straight away, on old rows too.
+    edit = f"/_/prompts/edit/?id={prompt.id}"
+    client.post(edit, data={"csrf_token": csrf_token(client, edit), "name": "translator",
+                            "instructions": "Translate.", "tools": "[]", "active": "y"})
+    with db.connection_context():
+        assert BY_NAME["prompts"].model.get_by_id(prompt.id).tools == []
+
+    # A second restart finds nothing to add and changes nothing.
+    create_app({"DATA_DIR": str(data_dir)})
+    with db.connection_context():
+        assert BY_NAME["prompts"].model.select().count() == 1
+
+
+def test_no_secret_is_stored_in_clear(app, api, data_dir):
+    user = api.create("users", name="Tom")
+    gateway_key = api.create("keys", user=user["id"])["key"]
+    api.create("apis", name="OpenAI", base_url="https://api.openai.com/v1", api_key=UPSTREAM_KEY)
+    db.close()
+    raw = b"".join(path.read_bytes() for path in data_dir.glob("data.db*"))
+    assert raw  # the database (and its WAL) were read
+    for secret in (UPSTREAM_KEY, gateway_key, gateway_key[10:]):
+        assert secret.encode() not in raw
+    assert b"sk-proj" not in raw
