@@ -4,6 +4,7 @@
 directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
 """
 
+import atexit
 import logging
 
 from flask import Flask
@@ -11,8 +12,10 @@ from flask_wtf.csrf import CSRFProtect
 
 from . import config as settings
 from . import crypto, superusers
+from .catalog import Catalog
 from .collections import ALL
 from .db import db, open_database, upgrade
+from .recorder import Recorder
 
 log = logging.getLogger("promptproxy")
 
@@ -39,25 +42,27 @@ def create_app(overrides=None):
 
     open_database(data_dir)
     upgrade([superusers.Superuser] + [c.model for c in ALL])
-    app.before_request(_open_db)
-    app.teardown_request(_close_db)
+    app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
     from .admin import init_admin
-    from .errors import init_errors
     from .api import api
+    from .errors import init_errors
+    from .proxy import proxy
+
+    app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
+    recorder = app.extensions["promptproxy.recorder"] = Recorder().start()
+    atexit.register(recorder.stop)  # flush request rows when the process ends
 
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # token-authenticated, no cookies
+    csrf.exempt(proxy)
     app.register_blueprint(api)
+    app.register_blueprint(proxy)
     init_admin(app)
     init_errors(app)
 
     announce_setup(app)
     return app
-
-
-def _open_db():
-    db.connect(reuse_if_open=True)
 
 
 def _close_db(exc):

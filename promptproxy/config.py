@@ -15,6 +15,7 @@ DEFAULTS = {
     "PUBLIC_URL": "",  # where admins reach the server; used in the set-up link
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "LOG_LEVEL": "INFO",
+    "CATALOG_TTL": 0.5,  # seconds an admin's edit may take to reach the proxy
 }
 
 
@@ -26,7 +27,7 @@ def from_environ(overrides=None):
         if raw is None:
             config[name] = default
         else:
-            config[name] = type(default)(raw) if isinstance(default, int) else raw
+            config[name] = type(default)(raw) if isinstance(default, (int, float)) else raw
     config.update(overrides or {})
     config["DATA_DIR"] = str(Path(config["DATA_DIR"]))
     return config

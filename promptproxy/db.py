@@ -6,6 +6,7 @@ request rows at once wait their turn instead of failing with "database is locked
 """
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
@@ -27,6 +28,40 @@ PRAGMAS = {
 class BaseModel(peewee.Model):
     class Meta:
         database = db
+
+
+class Meta(BaseModel):
+    """Small facts about the database itself, such as the change counter."""
+
+    name = peewee.CharField(primary_key=True)
+    value = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "_meta"
+
+
+def bump_version():
+    """Tell every worker's catalog that keys, users, apis, models or prompts changed."""
+    Meta.insert(name="catalog", value=1).on_conflict(
+        conflict_target=[Meta.name], update={Meta.value: Meta.value + 1}).execute()
+
+
+def read_version():
+    row = Meta.get_or_none(Meta.name == "catalog")
+    return row.value if row else 0
+
+
+@contextmanager
+def connection():
+    """Use the current connection, or open one just for this block."""
+    opened = db.is_closed()
+    if opened:
+        db.connect()
+    try:
+        yield
+    finally:
+        if opened and not db.is_closed():
+            db.close()
 
 
 def open_database(data_dir):
@@ -53,4 +88,4 @@ def upgrade(models):
                 log.info("adding %s to table %s", ", ".join(f.column_name for f in missing), table)
                 with db.atomic():
                     migrate(*[migrator.add_column(table, f.column_name, f) for f in missing])
-        db.create_tables(models, safe=True)  # new tables, and any index still missing
+        db.create_tables([Meta, *models], safe=True)  # new tables, and any index still missing

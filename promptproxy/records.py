@@ -5,7 +5,7 @@ refuse exactly the same things with the same messages.
 """
 
 from .collections import BY_NAME, dependents
-from .db import db
+from .db import bump_version, db
 from .fields import KEEP, Invalid, blank, utcnow
 
 
@@ -85,6 +85,8 @@ def save(collection, data, row=None, form=False):
     row.updated = utcnow()
     with db.atomic():
         row.save(force_insert=creating)
+        if not collection.readonly:
+            bump_version()
     return row, revealed
 
 
@@ -102,4 +104,7 @@ def delete(collection, row):
     if blockers:
         raise RecordInUse(f"Cannot delete {collection.name} record \"{collection.title(row)}\": "
                           f"still used by {'; '.join(blockers)}. Delete or change those first.")
-    row.delete_instance()
+    with db.atomic():
+        row.delete_instance()
+        if not collection.readonly:
+            bump_version()

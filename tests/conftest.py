@@ -19,9 +19,12 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def app(data_dir):
-    app = create_app({"DATA_DIR": str(data_dir)})
+    # Catalog TTL 0: every admin edit reaches the proxy on its next call, so
+    # tests need no waiting (the TTL itself is tested with a fake clock).
+    app = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
     app.config["TESTING"] = True
     yield app
+    app.extensions["promptproxy.recorder"].stop()
     if not db.is_closed():
         db.close()
 
@@ -80,3 +83,84 @@ class ApiClient:
         response = self.post(f"/api/collections/{collection}/records", json=data)
         assert response.status_code == 200, response.json
         return response.json
+
+
+@pytest.fixture
+def upstream():
+    """A real OpenAI-speaking HTTP server on 127.0.0.1, stopped after the test."""
+    from .upstream import FakeUpstream
+
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture
+def live_server(app):
+    """PromptProxy itself on a real socket (a threaded WSGI server in this process,
+    so tests can flush and inspect its request rows directly)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+UPSTREAM_SECRET = "sk-upstream-" + "s3cr3t" * 6
+
+
+class Gateway:
+    """A provisioned PromptProxy: records created through the same code the admin
+    uses, a user's key, and the official SDK pointed at the proxy."""
+
+    def __init__(self, app, url, upstream):
+        self.app, self.url, self.upstream = app, url, upstream
+
+    def create(self, collection, **data):
+        from promptproxy import records
+        from promptproxy.collections import BY_NAME
+
+        with db.connection_context():
+            row, revealed = records.save(BY_NAME[collection], data)
+        return revealed.get("key") if collection == "keys" else row
+
+    def update(self, collection, row, **data):
+        from promptproxy import records
+        from promptproxy.collections import BY_NAME
+
+        with db.connection_context():
+            return records.save(BY_NAME[collection], data, row=row)[0]
+
+    def client(self, key=None, **kwargs):
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key or self.key, max_retries=0,
+                             timeout=kwargs.pop("timeout", 20), **kwargs)
+
+    def rows(self, expected):
+        """The request rows, once `expected` of them have been written."""
+        from promptproxy.collections import BY_NAME
+
+        recorder = self.app.extensions["promptproxy.recorder"]
+        assert recorder.wait_for(expected, timeout=10), f"only {recorder.written} rows written"
+        with db.connection_context():
+            model = BY_NAME["requests"].model
+            return list(model.select().order_by(model.created, model.id))
+
+
+@pytest.fixture
+def gateway(app, live_server, upstream):
+    gw = Gateway(app, live_server, upstream)
+    gw.user = gw.create("users", name="Tom", email="tom@example.com")
+    gw.key = gw.create("keys", user=gw.user.id, label="sdk", track=True)
+    gw.api = gw.create("apis", name="Local", base_url=upstream.base_url, api_key=UPSTREAM_SECRET,
+                       timeout=5)
+    gw.model = gw.create("models", api=gw.api.id, model="gpt-4o-mini", name="gpt")
+    gw.llama = gw.create("models", api=gw.api.id, model="llama3:8b", name="llama3:8b")
+    gw.prompt = gw.create("prompts", name="pirate", instructions="Talk like a pirate.")
+    return gw

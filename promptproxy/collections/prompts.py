@@ -7,6 +7,8 @@ prompts = Collection(
     "prompts",
     Text("name", unique=True, help="Optional public name clients may use instead of the id."),
     LongText("instructions", required=True, help="The system prompt put in front of every call."),
+    Bool("replace_system", label="Replace client system messages",
+         help="Drop the client's own system messages instead of keeping them after these instructions."),
     Json("tools", kind=list, help="Optional OpenAI tools added when a request has none."),
     LongText("description"),
     Bool("active", default=True),

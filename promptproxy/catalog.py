@@ -1,0 +1,82 @@
+"""An in-memory copy of what the proxy looks up on every call: keys, users, apis,
+models and prompts.
+
+Reading five tables per request would cost more than the rest of the request.
+Instead each worker keeps a snapshot and, at most every `ttl` seconds, reads one
+number: the change counter that every admin or API write bumps (see
+`db.bump_version`). When it moved, the snapshot is rebuilt. So an admin's edit
+(a revoked key, a new prompt) reaches every worker within `ttl` seconds.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import crypto
+from .collections import BY_NAME
+from .db import connection, read_version
+
+
+@dataclass
+class Snapshot:
+    version: int = -1
+    keys: dict = field(default_factory=dict)  # sha256 hex -> key row
+    users: dict = field(default_factory=dict)  # id -> user row
+    apis: dict = field(default_factory=dict)  # id -> api row (api_key decrypted into .secret)
+    models: dict = field(default_factory=dict)  # id and public name -> model row
+    prompts: dict = field(default_factory=dict)  # id and public name -> prompt row
+    model_list: list = field(default_factory=list)  # active models, in listing order
+    prompt_list: list = field(default_factory=list)
+
+
+def load(version):
+    """Read the five tables into a new Snapshot."""
+    snap = Snapshot(version=version)
+    for row in BY_NAME["keys"].model.select():
+        if row.key:
+            snap.keys[row.key] = row
+    snap.users = {row.id: row for row in BY_NAME["users"].model.select()}
+    for row in BY_NAME["apis"].model.select():
+        row.secret = crypto.decrypt(row.api_key) if row.api_key else ""
+        snap.apis[row.id] = row
+    models = BY_NAME["models"].model
+    for row in models.select().order_by(models.name, models.model):
+        snap.models[row.id] = row
+        api = snap.apis.get(row.api)
+        if row.active and api is not None and api.active:
+            snap.model_list.append(row)
+    for row in snap.model_list:  # names second, so an id always wins over a name
+        if row.name:
+            snap.models.setdefault(row.name, row)
+    prompts = BY_NAME["prompts"].model
+    for row in prompts.select().order_by(prompts.name, prompts.created):
+        snap.prompts[row.id] = row
+        if row.active:
+            snap.prompt_list.append(row)
+    for row in snap.prompt_list:
+        if row.name:
+            snap.prompts.setdefault(row.name, row)
+    return snap
+
+
+class Catalog:
+    def __init__(self, ttl=0.5, clock=time.monotonic):
+        self.ttl = ttl
+        self.clock = clock
+        self._snapshot = Snapshot()
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self):
+        """The snapshot, refreshed first if the data may have changed."""
+        if self.clock() - self._checked < self.ttl:
+            return self._snapshot
+        with self._lock:
+            now = self.clock()
+            if now - self._checked >= self.ttl:
+                with connection():
+                    version = read_version()
+                    if version != self._snapshot.version:
+                        self._snapshot = load(version)
+                self._checked = now
+        return self._snapshot

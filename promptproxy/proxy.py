@@ -1,0 +1,500 @@
+"""The proxy: OpenAI-compatible endpoints in front of any OpenAI-compatible server.
+
+Every call walks the same path, and this file reads top to bottom along it:
+
+    authenticate -> resolve -> rewrite -> forward -> stream -> record
+
+The client sends `model: "<model>:<prompt>"`; we find both records, put the
+stored system prompt in front, send the call to the model's upstream api with
+the api's own key, relay the answer as it arrives, and write one request row.
+Lookups come from an in-memory catalog and rows are written in batches, so the
+request path itself never waits on the database.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import certifi
+import urllib3
+from flask import Blueprint, Response, current_app, jsonify, request
+from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError as UpstreamTimeout
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .errors import openai_error
+from .fields import GatewayKey, utcnow
+
+proxy = Blueprint("proxy", __name__, url_prefix="/v1")
+
+# Headers that belong to one hop, or to the client's own credentials: never sent upstream.
+NOT_FORWARDED = frozenset({
+    "authorization", "x-api-key", "cookie", "host", "content-length", "content-type", "accept",
+    "accept-encoding", "connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
+    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+})
+# Upstream response headers worth passing back to the client.
+PASSED_BACK = ("retry-after", "x-request-id", "openai-processing-ms")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class ProxyError(Exception):
+    """A refusal in OpenAI's error shape, recorded on the request row."""
+
+    def __init__(self, status, message, code=None, param=None, type_=None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
+
+    def response(self):
+        return openai_error(self.status, self.message, self.type, self.code, self.param)
+
+
+@dataclass
+class Call:
+    """What we learn about one call as it goes; at the end it becomes its request row."""
+
+    endpoint: str
+    key: object
+    user: object
+    started: float = field(default_factory=time.perf_counter)
+    created: object = field(default_factory=utcnow)
+    model_ref: str = None
+    model: object = None
+    api: object = None
+    prompt: object = None
+    stream: bool = False
+    status: int = 200
+    error: str = None
+    usage: dict = None
+    ttfb_ms: float = None
+    request_body: dict = None
+    response_body: object = None
+    system_prompt: str = None
+    reply_parts: list = field(default_factory=list)
+
+    @property
+    def track(self):
+        return bool(self.key.track)
+
+    def first_byte(self):
+        if self.ttfb_ms is None:
+            self.ttfb_ms = (time.perf_counter() - self.started) * 1000
+
+    def row(self):
+        usage = self.usage or {}
+        row = {
+            "created": self.created, "user": self.user.id, "key": self.key.id,
+            "api": self.api.id if self.api else None, "model": self.model.id if self.model else None,
+            "prompt": self.prompt.id if self.prompt else None,
+            "model_ref": self.model_ref if isinstance(self.model_ref, str) else None,
+            "endpoint": self.endpoint, "stream": self.stream, "status": self.status,
+            "error": self.error,
+            "input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
+            "total_tokens": usage.get("total_tokens"),
+            "latency_ms": round((time.perf_counter() - self.started) * 1000),
+            "ttfb_ms": round(self.ttfb_ms) if self.ttfb_ms is not None else None,
+        }
+        if self.track:
+            row.update(request_body=self.request_body, response_body=self.response_body,
+                       system_prompt=self.system_prompt, user_message=last_user_message(self.request_body),
+                       reply="".join(self.reply_parts) or None)
+        return row
+
+
+def catalog():
+    return current_app.extensions["promptproxy.catalog"].current()
+
+
+def recorder():
+    return current_app.extensions["promptproxy.recorder"]
+
+
+# -- 1. authenticate ----------------------------------------------------------
+
+def authenticate(snap):
+    """The caller's key and user, from `Authorization: Bearer <key>`. An unknown
+    key is refused here; a disabled user later, so the refusal is accounted."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ProxyError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.",
+                         code="missing_api_key")
+    key = snap.keys.get(GatewayKey.digest(token.strip()))
+    if key is None or not key.active:
+        raise ProxyError(401, "Invalid API key.", code="invalid_api_key")
+    if key.expires is not None and key.expires <= utcnow():
+        raise ProxyError(401, "This API key has expired.", code="expired_api_key")
+    user = snap.users.get(key.user)
+    if user is None:
+        raise ProxyError(401, "Invalid API key.", code="invalid_api_key")
+    return key, user
+
+
+# -- 2. resolve -----------------------------------------------------------------
+
+def resolve(snap, ref):
+    """(model, api, prompt) for `<model>` or `<model>:<prompt>`.
+
+    Each part is a record id or a public name. Names may contain colons
+    (`llama3:8b`), so the whole string is tried as a model first; only then is
+    it split at its last colon into model and prompt.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ProxyError(400, "'model' must be a model id or name, optionally followed by ':<prompt>'.",
+                         param="model", code="invalid_model")
+    model = usable_model(snap, ref)
+    if model is not None:
+        return model, snap.apis[model.api], None
+    model_ref, colon, prompt_ref = ref.rpartition(":")
+    if not colon:
+        raise ProxyError(404, f"The model '{ref}' does not exist or is not available.",
+                         param="model", code="model_not_found")
+    if not model_ref or not prompt_ref:
+        raise ProxyError(400, f"Malformed model reference '{ref}': use '<model>' or '<model>:<prompt>'.",
+                         param="model", code="invalid_model")
+    model = usable_model(snap, model_ref)
+    if model is None:
+        raise ProxyError(404, f"The model '{model_ref}' does not exist or is not available.",
+                         param="model", code="model_not_found")
+    prompt = snap.prompts.get(prompt_ref)
+    if prompt is None or not prompt.active:
+        raise ProxyError(404, f"The prompt '{prompt_ref}' does not exist or is not available.",
+                         param="model", code="prompt_not_found")
+    return model, snap.apis[model.api], prompt
+
+
+def usable_model(snap, ref):
+    model = snap.models.get(ref)
+    if model is None or not model.active:
+        return None
+    api = snap.apis.get(model.api)
+    return model if api is not None and api.active else None
+
+
+# -- 3. rewrite -----------------------------------------------------------------
+
+def rewrite_chat(body, model, prompt):
+    """Chat: the stored instructions become the first system message."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise ProxyError(400, "'messages' must be an array of messages.", param="messages")
+    if prompt is not None:
+        if prompt.replace_system:
+            messages = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+        body["messages"] = [{"role": "system", "content": prompt.instructions}, *messages]
+        if prompt.tools and not body.get("tools"):
+            body["tools"] = prompt.tools
+    body["model"] = model.model
+    return body
+
+
+def rewrite_completion(body, model, prompt):
+    """Completions: the instructions and a blank line go before the prompt text."""
+    if prompt is not None:
+        text = body.get("prompt")
+        prefix = prompt.instructions + "\n\n"
+        if isinstance(text, str):
+            body["prompt"] = prefix + text
+        elif isinstance(text, list) and text and all(isinstance(t, str) for t in text):
+            body["prompt"] = [prefix + t for t in text]
+        else:
+            raise ProxyError(400, "With a stored prompt, 'prompt' must be a string or an array of "
+                             "strings (token arrays cannot be combined with it).", param="prompt")
+    body["model"] = model.model
+    return body
+
+
+def wants_usage(body):
+    """Ask a streaming upstream for its final usage chunk; True if the client did not
+    ask for it itself, so that chunk must be kept from the client."""
+    if not body.get("stream"):
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return False
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True
+
+
+# -- 4. forward -------------------------------------------------------------------
+
+_pool = urllib3.PoolManager(num_pools=64, maxsize=512, block=False, retries=False,
+                            ca_certs=certifi.where())
+
+
+def forward(api, endpoint, body, stream):
+    """Send the rewritten call upstream; the response's body is read later, as it arrives."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+    headers["Content-Type"] = "application/json"
+    headers["Accept"] = "text/event-stream" if stream else "application/json"
+    if api.headers:
+        headers.update({str(k): str(v) for k, v in api.headers.items()})
+    if api.secret:
+        headers["Authorization"] = "Bearer " + api.secret
+    timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
+    try:
+        return _pool.request("POST", f"{api.base_url}/{endpoint}", body=body, headers=headers,
+                             timeout=timeout, preload_content=False, redirect=False)
+    except NewConnectionError:
+        raise ProxyError(502, f"The upstream '{api.name}' could not be reached.",
+                         type_="api_error", code="upstream_unreachable") from None
+    except UpstreamTimeout:
+        raise ProxyError(504, f"The upstream '{api.name}' did not answer in {api.timeout} s.",
+                         type_="api_error", code="upstream_timeout") from None
+    except HTTPError as exc:
+        raise ProxyError(502, f"The upstream '{api.name}' failed: {type(exc).__name__}.",
+                         type_="api_error", code="upstream_error") from None
+
+
+# -- 5. stream (or answer at once) --------------------------------------------------
+
+def answer(call, upstream):
+    """A whole (non-streamed) upstream answer, or an upstream error, passed back as is."""
+    try:
+        data = upstream.read()
+    except UpstreamTimeout:
+        raise ProxyError(504, f"The upstream '{call.api.name}' did not answer in {call.api.timeout} s.",
+                         type_="api_error", code="upstream_timeout") from None
+    except HTTPError as exc:
+        raise ProxyError(502, f"The upstream '{call.api.name}' broke off: {type(exc).__name__}.",
+                         type_="api_error", code="upstream_error") from None
+    finally:
+        upstream.release_conn()
+    call.first_byte()
+    call.status = upstream.status
+    parsed = None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        pass
+    if isinstance(parsed, dict):
+        call.usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
+        if upstream.status >= 400:
+            call.error = error_text(parsed, data)
+        elif call.track:
+            call.response_body = parsed
+            call.reply_parts.append(reply_text(parsed))
+    elif upstream.status >= 400:
+        call.error = data[:500].decode("utf-8", "replace")
+    headers = {name: upstream.headers[name] for name in PASSED_BACK if name in upstream.headers}
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    return Response(data, status=upstream.status, headers=headers, content_type=content_type)
+
+
+def relay(call, upstream, hide_usage, recorder):
+    """Server-sent events from the upstream to the client, event by event as each
+    arrives. Reads with read1, which returns whatever the socket has, so neither
+    chunked nor close-delimited upstreams are held back."""
+    buffer = b""
+    done = finished = False
+    try:
+        while True:
+            try:
+                piece = upstream.read1(65536)
+            except UpstreamTimeout:
+                call.status, call.error = 504, f"The upstream went silent for {call.api.timeout} s."
+                yield error_event(call.error, "upstream_timeout")
+                return
+            except HTTPError as exc:
+                call.status, call.error = 502, f"The upstream stream broke off ({type(exc).__name__})."
+                yield error_event(call.error, "upstream_error")
+                return
+            if not piece:
+                break
+            call.first_byte()
+            buffer += piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
+            out = []
+            while True:
+                end = buffer.find(b"\n\n")
+                if end < 0:
+                    break
+                event, buffer = buffer[:end + 2], buffer[end + 2:]
+                keep, is_done, is_finished = inspect_event(call, event, hide_usage)
+                done, finished = done or is_done, finished or is_finished
+                if keep:
+                    out.append(event)
+            if out:
+                yield b"".join(out)
+        if buffer.strip():
+            yield buffer + b"\n\n"
+        if not done and not finished:
+            call.status, call.error = 502, "The upstream stream ended before it was complete."
+            yield error_event(call.error, "upstream_error")
+    except GeneratorExit:
+        call.status, call.error = 499, "The client disconnected before the stream ended."
+        raise
+    finally:
+        upstream.close()  # promptly frees the upstream too when the client went away
+        recorder.record(call.row())
+
+
+def inspect_event(call, event, hide_usage):
+    """(keep it?, is it [DONE]?, did a choice finish?) for one SSE event; notes usage
+    and, for tracked keys, the reply text."""
+    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    if not data:
+        return True, False, False
+    if data == b"[DONE]":
+        return True, True, False
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return True, False, False
+    if not isinstance(chunk, dict):
+        return True, False, False
+    if "error" in chunk:
+        call.status, call.error = 502, error_text(chunk, data)
+    finished = False
+    choices = chunk.get("choices")
+    if choices:
+        choice = choices[0]
+        finished = bool(choice.get("finish_reason"))
+        if call.track:
+            delta = choice.get("delta") or {}
+            call.reply_parts.append(delta.get("content") or choice.get("text") or "")
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        call.usage = usage
+        if hide_usage and not choices:
+            return False, False, finished
+    return True, False, finished
+
+
+def error_event(message, code):
+    body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def error_text(parsed, raw):
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:500]
+    if isinstance(error, str):
+        return error[:500]
+    return raw[:500].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:500]
+
+
+def reply_text(parsed):
+    choices = parsed.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    return message.get("content") or choice.get("text") or ""
+
+
+def last_user_message(body):
+    for message in reversed((body or {}).get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    prompt = (body or {}).get("prompt")
+    return prompt if isinstance(prompt, str) else None
+
+
+# -- the endpoints, each the whole path in order -----------------------------------
+
+def handle(endpoint, rewrite):
+    snap = catalog()
+    try:
+        key, user = authenticate(snap)
+    except ProxyError as refused:
+        return refused.response()  # no user to account it to: no row
+    call = Call(endpoint, key, user)
+    try:
+        if not user.active:
+            raise ProxyError(403, "This user is disabled.", code="user_disabled")
+        body = json_body()
+        call.request_body = body if call.track else None
+        call.model_ref = body.get("model")
+        call.model, call.api, call.prompt = resolve(snap, call.model_ref)
+        call.system_prompt = call.prompt.instructions if call.prompt else None
+        call.stream = body.get("stream") is True
+        upstream_body = rewrite(dict(body), call.model, call.prompt)
+        hide_usage = wants_usage(upstream_body)
+        upstream = forward(call.api, endpoint, json.dumps(upstream_body).encode(), call.stream)
+        is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+        if call.stream and upstream.status < 400 and is_sse:
+            call.first_byte()
+            return Response(relay(call, upstream, hide_usage, recorder()), status=upstream.status,
+                            headers=SSE_HEADERS, content_type="text/event-stream; charset=utf-8")
+        response = answer(call, upstream)
+    except ProxyError as refused:
+        call.status, call.error = refused.status, refused.message
+        recorder().record(call.row())
+        return refused.response()
+    recorder().record(call.row())
+    return response
+
+
+def json_body():
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        raise ProxyError(413, f"The request body is larger than the limit of {limit} bytes.") from None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ProxyError(400, "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ProxyError(400, "The request body must be a JSON object.")
+    return body
+
+
+@proxy.post("/chat/completions")
+@proxy.post("/chat/completion")
+def chat_completions():
+    return handle("chat/completions", rewrite_chat)
+
+
+@proxy.post("/completions")
+@proxy.post("/completion")
+def completions():
+    return handle("completions", rewrite_completion)
+
+
+def model_object(model_id, created, owner):
+    return {"id": model_id, "object": "model", "created": int(created.timestamp()), "owned_by": owner}
+
+
+def model_objects(snap):
+    """Every usable model, then every model:prompt pairing, in OpenAI's model shape."""
+    objects = []
+    for model in snap.model_list:
+        owner = snap.apis[model.api].name
+        objects.append(model_object(model.name or model.id, model.created, owner))
+    for model in snap.model_list:
+        owner = snap.apis[model.api].name
+        for prompt in snap.prompt_list:
+            objects.append(model_object(f"{model.name or model.id}:{prompt.name or prompt.id}",
+                                        max(model.created, prompt.created), owner))
+    return objects
+
+
+def active_caller(snap):
+    key, user = authenticate(snap)
+    if not user.active:
+        raise ProxyError(403, "This user is disabled.", code="user_disabled")
+    return key, user
+
+
+@proxy.get("/models")
+def list_models():
+    snap = catalog()
+    try:
+        active_caller(snap)
+    except ProxyError as refused:
+        return refused.response()
+    return jsonify(object="list", data=model_objects(snap))
+
+
+@proxy.get("/models/<path:ref>")
+def get_model(ref):
+    snap = catalog()
+    try:
+        active_caller(snap)
+        model, api, prompt = resolve(snap, ref)
+    except ProxyError as refused:
+        return refused.response()
+    created = max(model.created, prompt.created) if prompt else model.created
+    return jsonify(model_object(ref, created, api.name))
