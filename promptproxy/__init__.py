@@ -61,6 +61,7 @@ def create_app(overrides=None):
     init_admin(app)
     init_errors(app)
 
+    app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
     announce_setup(app)
     return app
 

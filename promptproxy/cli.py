@@ -52,7 +52,9 @@ def superuser_command(args, overrides):
     from . import config, superusers
     from .db import db, open_database, upgrade
 
-    open_database(config.from_environ(overrides)["DATA_DIR"])
+    data_dir = config.from_environ(overrides)["DATA_DIR"]
+    os.makedirs(data_dir, exist_ok=True)
+    open_database(data_dir)
     upgrade([superusers.Superuser])
     with db.connection_context():
         existing = superusers.Superuser.get_or_none(superusers.Superuser.email == args.email.strip().lower())

@@ -125,7 +125,7 @@ class Field:
     # -- forms ---------------------------------------------------------------
     def form_field(self, creating):
         validators = [_RequiredFlag()] if self.required and self.default is None else []
-        options = {"description": self.help, **self.form_options(creating)}
+        options = {"description": self.help, "default": self.initial(), **self.form_options(creating)}
         return self.form_class(self.label, validators=validators, **options)
 
     def form_options(self, creating):

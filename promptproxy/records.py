@@ -39,6 +39,8 @@ def save(collection, data, row=None, form=False):
             except Invalid as exc:
                 errors[field.name] = exc
                 continue
+            if value is None and field.default is not None:
+                value = field.initial()  # blank means "the default", as the form showed
         elif creating:
             value = field.clean(None, form=False) if field.secret else field.initial()
         else:

@@ -1,8 +1,10 @@
 """`python app.py serve`: the app on gevent's WSGI server, so streams flow from day one."""
 
 import logging
+import signal
 import socket
 
+import gevent
 from gevent import pywsgi
 
 log = logging.getLogger(__name__)
@@ -25,14 +27,17 @@ def parse_bind(text):
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
-def serve(app, bind="127.0.0.1:8090"):
+def serve(app, bind="127.0.0.1:8090", grace=10):
+    """Serve until SIGTERM or SIGINT, then finish open requests (up to `grace`
+    seconds) and write every pending request row before exiting."""
     host, port = parse_bind(bind)
     server = pywsgi.WSGIServer((host, port), app, handler_class=NoDelayHandler,
                                log=logging.getLogger("promptproxy.access"), error_log=log)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, grace))
     log.info("PromptProxy listening on http://%s:%d (admin at /_/, API at /v1/)", host, port)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
-        server.stop(timeout=5)
+        app.extensions["promptproxy.recorder"].stop()
+        log.info("PromptProxy stopped")

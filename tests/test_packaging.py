@@ -356,8 +356,6 @@ def test_superuser_create_upsert_delete(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="`superuser` does not create a missing data directory "
-                          "(sqlite: unable to open database file); `serve` does", strict=False)
 def test_superuser_create_makes_a_missing_data_dir(tmp_path):
     data_dir = tmp_path / "new" / "pb_data"
     result = app_py("superuser", "create", "root@example.com", "long enough", data_dir=data_dir)

@@ -8,7 +8,7 @@ from flask_admin.contrib.peewee import ModelView
 from flask_admin.contrib.peewee import filters as peewee_filters
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from wtforms.fields import SelectChoice
 
 from .. import crypto, records
@@ -189,6 +189,6 @@ class CollectionView(LoginRequired, ModelView):
             return False
         return True
 
-    @property
-    def description_html(self):
-        return escape(self.collection.description)
+    def search_placeholder(self):
+        labels = [self.column_labels.get(name, name).lower() for name in self.collection.search]
+        return "Search " + ", ".join(labels)

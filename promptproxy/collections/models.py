@@ -5,7 +5,7 @@ from ..fields import Bool, LongText, Relation, Text
 
 models = Collection(
     "models",
-    Relation("api", "apis", required=True),
+    Relation("api", "apis", required=True, label="API"),
     Text("model", required=True, help="The upstream's model name, e.g. gpt-4o-mini or llama3:8b."),
     Text("name", unique=True,
          help="Optional public name clients may use instead of the id; may contain colons."),

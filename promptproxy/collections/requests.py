@@ -7,7 +7,7 @@ requests = Collection(
     "requests",
     Relation("user", "users", on_delete="keep"),
     Relation("key", "keys", on_delete="keep"),
-    Relation("api", "apis", on_delete="keep"),
+    Relation("api", "apis", on_delete="keep", label="API"),
     Relation("model", "models", on_delete="keep"),
     Relation("prompt", "prompts", on_delete="keep"),
     Text("model_ref", label="Model requested", help="The `model` string the client sent."),
