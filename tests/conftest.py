@@ -166,81 +166,24 @@ def gateway(app, live_server, upstream):
     return gw
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServerProcess:
-    """PromptProxy run as its users run it, in its own process. Waits for
-    /api/health (polling a readiness probe, with a deadline), and always stops it."""
-
-    def __init__(self, argv, port, env=None, cwd=None):
-        import os
-        import subprocess
-        import sys
-
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = None
-        full_env = {**os.environ, **(env or {})}
-        full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
-        self.process = subprocess.Popen(argv, env=full_env, cwd=cwd or ROOT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.output = b""
-
-    def wait_ready(self, timeout=20):
-        import time
-
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.process.stdout.read().decode()}")
-            try:
-                if requests.get(self.url + "/api/health", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)  # readiness polling, bounded by the deadline
-        raise AssertionError("server did not become ready")
-
-    def stop(self):
-        """SIGTERM, as Docker and systemd stop it; returns everything it printed."""
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            out, _ = self.process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        self.output += out or b""
-        return self.output.decode(errors="replace")
-
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-
-
 @pytest.fixture
-def served(data_dir):
-    """Start `python app.py serve` (gevent) on a free port over `data_dir`."""
+def served(data_dir, tmp_path):
+    """Start `python app.py serve` (gevent) on a free port over `data_dir`; the
+    returned server has .url, .stop() (SIGTERM, returns its log) and .log()."""
+    import contextlib
     import sys
 
-    started = []
+    from .servers import free_port, running, server_env
 
-    def start(extra_env=None):
-        port = free_port()
-        env = {"PROMPTPROXY_CATALOG_TTL": "0", **(extra_env or {})}
-        server = ServerProcess([sys.executable, "app.py", "serve", "--http", f"127.0.0.1:{port}",
-                                "--dir", str(data_dir)], port, env=env)
-        started.append(server)
-        return server.wait_ready()
-
-    yield start
-    for server in started:
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        def start(argv=None, **env):
+            port = free_port()
+            argv = argv or [sys.executable, "app.py", "serve", "--http", f"127.0.0.1:{port}"]
+            argv = [a.replace("{port}", str(port)) for a in argv]
+            server = stack.enter_context(running(
+                argv, server_env(data_dir, PROMPTPROXY_CATALOG_TTL="0", **env),
+                tmp_path / f"server-{port}.log"))
+            server.url = f"http://127.0.0.1:{port}"
+            server.wait_healthy(server.url)
+            return server
+        yield start

@@ -1,8 +1,6 @@
 """First run, login and the guard in front of every admin page."""
 
-import re
 
-import pytest
 
 from promptproxy import superusers
 from promptproxy.collections import ALL

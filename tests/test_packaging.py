@@ -7,16 +7,12 @@ which is what the image's WORKDIR and pip-installed requirements amount to.
 """
 
 import contextlib
-import json
 import os
 import re
-import shlex
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,127 +20,10 @@ from pathlib import Path
 import pytest
 from werkzeug.security import check_password_hash
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "Dockerfile"
-VENV_BIN = Path(sys.executable).parent
+from .servers import (DOCKERFILE, ROOT, VENV_BIN, dockerfile_cmd, dockerfile_env, free_port,
+                      healthcheck_cmd, instruction, running, server_env)
+
 SETUP_LINK = re.compile(r"(https?://[^/\s]+)(/_/setup/([0-9a-f]+))")
-STARTUP_TIMEOUT = 30
-
-
-# -- helpers -----------------------------------------------------------------
-
-def dockerfile_instructions(path=DOCKERFILE):
-    """[(INSTRUCTION, arguments)] with comments dropped and continuations joined."""
-    instructions, current = [], ""
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not current and (not stripped or stripped.startswith("#")):
-            continue
-        if current and stripped.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        current += stripped
-        keyword, _, rest = current.partition(" ")
-        instructions.append((keyword.upper(), rest.strip()))
-        current = ""
-    return instructions
-
-
-def instruction(name):
-    found = [args for keyword, args in dockerfile_instructions() if keyword == name]
-    assert found, f"no {name} in the Dockerfile"
-    return found
-
-
-def dockerfile_cmd():
-    (cmd,) = instruction("CMD")
-    return json.loads(cmd)  # exec form, or signals never reach gunicorn
-
-
-def dockerfile_env():
-    env = {}
-    for args in instruction("ENV"):
-        for pair in shlex.split(args):
-            name, _, value = pair.partition("=")
-            env[name] = value
-    return env
-
-
-def healthcheck_cmd():
-    (check,) = instruction("HEALTHCHECK")
-    _, _, command = check.partition("CMD ")
-    return json.loads(command)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_env(data_dir, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["PROMPTPROXY_DATA_DIR"] = str(data_dir)
-    env.update(extra)
-    return env
-
-
-class Running:
-    """A server subprocess with its output in a log file."""
-
-    def __init__(self, process, log_path):
-        self.process, self.log_path = process, log_path
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def wait_healthy(self, base, timeout=STARTUP_TIMEOUT):
-        """Poll the health URL until it answers 200, for at most `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(base + "/api/health", timeout=2) as response:
-                    if response.status == 200:
-                        return json.loads(response.read())
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"no healthy answer from {base} within {timeout}s:\n{self.log()}")
-
-    def wait_for_log(self, pattern, count=1, timeout=STARTUP_TIMEOUT):
-        """The matches of `pattern` once the log has at least `count` of them."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = list(pattern.finditer(self.log()))
-            if len(found) >= count:
-                return found
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        pytest.fail(f"{pattern.pattern!r} not in the log {count} time(s):\n{self.log()}")
-
-
-@contextlib.contextmanager
-def running(command, env, log_path):
-    """Start `command` from the repository root; always terminate and reap it."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            yield Running(process, Path(log_path))
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=15)
 
 
 def get(url):
