@@ -25,3 +25,6 @@ screenshots: $(BIN)/.installed  ## retake the README's screenshots into docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: $(BIN)/.installed  ## measure PromptProxy against direct; writes docs/benchmarks.md (needs wrk)
+	$(BIN)/python bench/run.py
