@@ -64,7 +64,6 @@ def gunicorn_cmd(port, workers):
     cmd = dockerfile_cmd()
     cmd = [f"127.0.0.1:{port}" if arg.startswith("0.0.0.0:") else arg for arg in cmd]
     cmd[cmd.index("--workers") + 1] = str(workers)
-    cmd[cmd.index("--access-logfile") + 1] = "/dev/null"  # logging every request is not measured
     return cmd
 
 

@@ -13,6 +13,7 @@ request path itself never waits on the database.
 
 import json
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 import certifi
@@ -219,8 +220,17 @@ def wants_usage(body):
 
 # -- 4. forward -------------------------------------------------------------------
 
-_pool = urllib3.PoolManager(num_pools=64, maxsize=512, block=False, retries=False,
-                            ca_certs=certifi.where())
+_pools = {}  # base URL -> its connection pool; keep-alive connections are reused
+
+
+def pool_for(base_url):
+    pool = _pools.get(base_url)
+    if pool is None:
+        tls = {"ca_certs": certifi.where()} if base_url.startswith("https:") else {}
+        pool = _pools[base_url] = urllib3.connection_from_url(
+            base_url, maxsize=512, block=False, retries=False, **tls)
+        pool.path = urlsplit(base_url).path.rstrip("/")
+    return pool
 
 
 def forward(api, endpoint, body, stream):
@@ -234,8 +244,9 @@ def forward(api, endpoint, body, stream):
         headers["Authorization"] = "Bearer " + api.secret
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
     try:
-        return _pool.request("POST", f"{api.base_url}/{endpoint}", body=body, headers=headers,
-                             timeout=timeout, preload_content=False, redirect=False)
+        pool = pool_for(api.base_url)
+        return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers, timeout=timeout,
+                            preload_content=False, redirect=False, assert_same_host=False)
     except NewConnectionError:
         raise ProxyError(502, f"The upstream '{api.name}' could not be reached.",
                          type_="api_error", code="upstream_unreachable") from None
