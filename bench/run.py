@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -150,7 +151,10 @@ def provision(base, upstream_url):
         return http("POST", f"{base}/api/collections/{collection}/records", data, token)[1]
 
     user = create("users", name="Bench")
-    keys = {kind: create("keys", user=user["id"], label=kind)["key"] for kind in ("warmup", "wrk", "exact", "streams")}
+    keys = {kind: create("keys", user=user["id"], label=kind)
+            for kind in ("warmup", "wrk", "exact", "streams", "revoked")}
+    keys = {kind: record["key"] for kind, record in keys.items()} | {"_token": auth["token"],
+                                                                     "_revoked_id": keys["revoked"]["id"]}
     api = create("apis", name="Upstream", base_url=upstream_url, api_key="sk-bench-upstream")
     create("models", api=api["id"], model="bench", name="bench")
     create("prompts", name="terse", instructions="Answer tersely.")
@@ -230,6 +234,26 @@ def streams(url, count, key, model):
     return json.loads(out)
 
 
+def revocation_ms(base, keys):
+    """Revoke a key through the REST API; how long until every worker refuses it
+    (the end of the last success before 20 refusals in a row)."""
+    headers = {"Authorization": f"Bearer {keys['revoked']}"}
+    for _ in range(20):
+        http("GET", base + "/v1/models", headers=headers)
+    revoked = time.perf_counter()
+    http("PATCH", f"{base}/api/collections/keys/records/{keys['_revoked_id']}", {"active": False},
+         {"Authorization": keys["_token"]})
+    last_success, refused = revoked, 0
+    while refused < 20:
+        try:
+            http("GET", base + "/v1/models", headers=headers)
+            last_success, refused = time.perf_counter(), 0
+        except urllib.error.HTTPError:
+            refused += 1
+        time.sleep(0.005)
+    return (last_success - revoked) * 1000
+
+
 def sample_rss(pids, stop, peak):
     while not stop.is_set():
         for pid in pids:
@@ -297,10 +321,13 @@ def run(quick=False):
         stop, peak = threading.Event(), {}
         sampler = threading.Thread(target=sample_rss, args=(workers, stop, peak))
         sampler.start()
+        before = cpu_seconds(workers)
         results["proxy_streams"] = streams(base + "/v1", n_streams, keys["streams"], "bench:terse")
+        results["stream_cpu_ms"] = (cpu_seconds(workers) - before) * 1000 / n_streams
         stop.set()
         sampler.join()
         results["stream_rss_mib"] = max(peak.values())
+        results["revocation_ms"] = revocation_ms(base, keys)
         proxy.stop()  # SIGTERM: pending rows are flushed
 
         rows, counted = count_rows(data_dir)
@@ -343,6 +370,7 @@ def table(r):
         "| proxy CPU per request, c=1 / 16 / 64 (ms) | | " + " / ".join(f"{r[f'proxy_c{c}']['cpu_ms']:.2f}" for c in (1, 16, 64))
         + f" | ≤ 1.0 | {verdict(cpu <= 1.0)} |",
         f"| {ps['streams']} streams, 2 workers: errors | {ds['errors']} | {ps['errors']} | 0 | {verdict(ps['errors'] == 0)} |",
+        f"| proxy CPU per stream, 22 events relayed (ms) | | {r['stream_cpu_ms']:.2f} | | |",
         f"| time to first chunk p50 / p99 (ms) | {ds['ttfc_p50_ms']:.1f} / {ds['ttfc_p99_ms']:.1f} | "
         f"{ps['ttfc_p50_ms']:.1f} / {ps['ttfc_p99_ms']:.1f} | p99 ≤ direct + 100 | "
         f"{verdict(ps['ttfc_p99_ms'] <= ds['ttfc_p99_ms'] + 100)} |",
@@ -351,6 +379,8 @@ def table(r):
         f"{verdict(ps['spread_min_ms'] >= 800)} |",
         f"| streams with usage counted in their row | | {r['stream_usage_counted']} / {stream_sent} | all | "
         f"{verdict(r['stream_usage_counted'] == stream_sent)} |",
+        f"| revoked key refused by every worker after (ms, 2 workers) | | {r['revocation_ms']:.0f} | ≤ 1000 | "
+        f"{verdict(r['revocation_ms'] <= 1000)} |",
         f"| startup to first proxied answer (s) | | {r['startup_s']:.2f} | < 1 | {verdict(r['startup_s'] < 1)} |",
         f"| idle RSS per worker (MiB) | | {r['idle_rss_mib']:.1f} | ≤ 60 | {verdict(r['idle_rss_mib'] <= 60)} |",
         f"| RSS per worker under the stream load (MiB) | | {r['stream_rss_mib']:.1f} | ≤ 150 | "

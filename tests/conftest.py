@@ -181,7 +181,7 @@ def served(data_dir, tmp_path):
             argv = argv or [sys.executable, "app.py", "serve", "--http", f"127.0.0.1:{port}"]
             argv = [a.replace("{port}", str(port)) for a in argv]
             server = stack.enter_context(running(
-                argv, server_env(data_dir, PROMPTPROXY_CATALOG_TTL="0", **env),
+                argv, server_env(data_dir, **{"PROMPTPROXY_CATALOG_TTL": "0", **env}),
                 tmp_path / f"server-{port}.log"))
             server.url = f"http://127.0.0.1:{port}"
             server.wait_healthy(server.url)
