@@ -12,6 +12,7 @@ request path itself never waits on the database.
 """
 
 import json
+import re
 import time
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
@@ -235,7 +236,8 @@ def pool_for(base_url):
 
 def forward(api, endpoint, body, stream):
     """Send the rewritten call upstream; the response's body is read later, as it arrives."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+    headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
+               if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() not in NOT_FORWARDED}
     headers["Content-Type"] = "application/json"
     headers["Accept"] = "text/event-stream" if stream else "application/json"
     if api.headers:
@@ -342,34 +344,39 @@ def relay(call, upstream, hide_usage, recorder):
 
 def inspect_event(call, event, hide_usage):
     """(keep it?, is it [DONE]?, did a choice finish?) for one SSE event; notes usage
-    and, for tracked keys, the reply text."""
+    and, for tracked keys, the reply text. Most chunks of an untracked stream are
+    recognised from their bytes and never parsed."""
     data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
     if not data:
         return True, False, False
     if data == b"[DONE]":
         return True, True, False
+    finished = b'"finish_reason"' in data and not NULL_FINISH.search(data)
+    if not (call.track or b'"error"' in data or (b'"usage"' in data and not NULL_USAGE.search(data))):
+        return True, False, finished
     try:
         chunk = json.loads(data)
     except ValueError:
-        return True, False, False
+        return True, False, finished
     if not isinstance(chunk, dict):
-        return True, False, False
+        return True, False, finished
     if "error" in chunk:
         call.status, call.error = 502, error_text(chunk, data)
-    finished = False
     choices = chunk.get("choices")
-    if choices:
+    if choices and call.track:
         choice = choices[0]
-        finished = bool(choice.get("finish_reason"))
-        if call.track:
-            delta = choice.get("delta") or {}
-            call.reply_parts.append(delta.get("content") or choice.get("text") or "")
+        delta = choice.get("delta") or {}
+        call.reply_parts.append(delta.get("content") or choice.get("text") or "")
     usage = chunk.get("usage")
     if isinstance(usage, dict):
         call.usage = usage
         if hide_usage and not choices:
             return False, False, finished
     return True, False, finished
+
+
+NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+NULL_FINISH = re.compile(rb'"finish_reason"\s*:\s*null')
 
 
 def error_event(message, code):
