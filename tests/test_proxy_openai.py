@@ -147,3 +147,21 @@ def test_an_admins_edit_takes_effect_on_the_next_call(gateway):
     gateway.update("keys", key, active=False)
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
+
+
+def test_upstream_connections_are_kept_alive(gateway):
+    client = gateway.client()
+    for _ in range(3):
+        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
+    ports = {request.client_address[1] for request in gateway.upstream.requests}
+    assert len(ports) == 1  # one upstream connection served all three calls
+
+
+def test_timeout_bounds_silence_not_a_long_stream(gateway):
+    gateway.update("apis", gateway.api, timeout=1)
+    gateway.upstream.script(chunks=["a ", "b ", "c ", "d"], delay=0.4)  # 1.2 s in all, never 1 s silent
+    stream = gateway.client().chat.completions.create(model="gpt", stream=True,
+                                                      messages=[{"role": "user", "content": "x"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c d"
+    [row] = gateway.rows(1)
+    assert row.status == 200 and row.latency_ms >= 1000
