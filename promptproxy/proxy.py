@@ -249,15 +249,21 @@ def forward(api, endpoint, body, stream):
         pool = pool_for(api.base_url)
         return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers, timeout=timeout,
                             preload_content=False, redirect=False, assert_same_host=False)
-    except NewConnectionError:
-        raise ProxyError(502, f"The upstream '{api.name}' could not be reached.",
-                         type_="api_error", code="upstream_unreachable") from None
-    except UpstreamTimeout:
-        raise ProxyError(504, f"The upstream '{api.name}' did not answer in {api.timeout} s.",
-                         type_="api_error", code="upstream_timeout") from None
     except HTTPError as exc:
-        raise ProxyError(502, f"The upstream '{api.name}' failed: {type(exc).__name__}.",
-                         type_="api_error", code="upstream_error") from None
+        raise upstream_failure(api, exc) from None
+
+
+def upstream_failure(api, exc):
+    """What a transport error means to the client: 502 unreachable or broken, 504 silent.
+    Messages name the api, never its URL or key."""
+    if isinstance(exc, NewConnectionError):
+        return ProxyError(502, f"The upstream '{api.name}' could not be reached.",
+                          type_="api_error", code="upstream_unreachable")
+    if isinstance(exc, UpstreamTimeout):
+        return ProxyError(504, f"The upstream '{api.name}' went silent for {api.timeout} s.",
+                          type_="api_error", code="upstream_timeout")
+    return ProxyError(502, f"The upstream '{api.name}' broke off ({type(exc).__name__}).",
+                      type_="api_error", code="upstream_error")
 
 
 # -- 5. stream (or answer at once) --------------------------------------------------
@@ -266,12 +272,8 @@ def answer(call, upstream):
     """A whole (non-streamed) upstream answer, or an upstream error, passed back as is."""
     try:
         data = upstream.read()
-    except UpstreamTimeout:
-        raise ProxyError(504, f"The upstream '{call.api.name}' did not answer in {call.api.timeout} s.",
-                         type_="api_error", code="upstream_timeout") from None
     except HTTPError as exc:
-        raise ProxyError(502, f"The upstream '{call.api.name}' broke off: {type(exc).__name__}.",
-                         type_="api_error", code="upstream_error") from None
+        raise upstream_failure(call.api, exc) from None
     finally:
         upstream.release_conn()
     call.first_byte()
@@ -305,13 +307,10 @@ def relay(call, upstream, hide_usage, recorder):
         while True:
             try:
                 piece = upstream.read1(65536)
-            except UpstreamTimeout:
-                call.status, call.error = 504, f"The upstream went silent for {call.api.timeout} s."
-                yield error_event(call.error, "upstream_timeout")
-                return
             except HTTPError as exc:
-                call.status, call.error = 502, f"The upstream stream broke off ({type(exc).__name__})."
-                yield error_event(call.error, "upstream_error")
+                failure = upstream_failure(call.api, exc)
+                call.status, call.error = failure.status, failure.message
+                yield error_event(failure.message, failure.code)
                 return
             if not piece:
                 break
