@@ -65,10 +65,5 @@ class Collection:
         data = {"id": row.id, "collectionName": self.name,
                 "created": format_datetime(row.created), "updated": format_datetime(row.updated)}
         for field in self.fields:
-            if not field.secret:
-                data[field.name] = field.to_json(getattr(row, field.name))
-            elif field.name + "_prefix" in row.__data__:
-                data[field.name + "_prefix"] = getattr(row, field.name + "_prefix")
-            else:
-                data[field.name + "_set"] = bool(getattr(row, field.name))
+            data.update(field.json_items(row))
         return data

@@ -18,7 +18,6 @@ import secrets
 import string
 
 import peewee
-from markupsafe import Markup, escape
 from wtforms import fields as wtf
 from wtforms.widgets import TextArea
 
@@ -72,7 +71,6 @@ class Field:
 
     column_class = peewee.TextField
     form_class = wtf.StringField
-    searchable = False
     sortable = True
     secret = False  # write-only: never in JSON, masked in tables
     immutable = False  # set on creation, never changed after
@@ -118,9 +116,16 @@ class Field:
     def to_json(self, value):
         return value
 
+    def json_items(self, row):
+        """This field's part of a record's JSON shape."""
+        return {self.name: self.to_json(getattr(row, self.name))}
+
     def display(self, value):
         """How a value shows in an admin table cell."""
         return "" if value is None else str(value)
+
+    def cell(self, row):
+        return self.display(getattr(row, self.name))
 
     # -- forms ---------------------------------------------------------------
     def form_field(self, creating):
@@ -133,8 +138,6 @@ class Field:
 
 
 class Text(Field):
-    searchable = True
-
     def __init__(self, name, *, max_length=255, pattern=None, **kw):
         super().__init__(name, **kw)
         self.max_length = max_length
@@ -437,6 +440,9 @@ class Secret(Field):
     def display(self, value):
         return mask(crypto.decrypt(value)) if value else ""
 
+    def json_items(self, row):
+        return {self.name + "_set": bool(getattr(row, self.name))}  # write-only
+
     def form_options(self, creating):
         hint = "Leave blank for none." if creating else "Leave blank to keep the current one."
         return {"render_kw": {"autocomplete": "new-password", "placeholder": hint}}
@@ -484,8 +490,12 @@ class GatewayKey(Field):
     def store(self, value):
         return {self.name: self.digest(value), self.name + "_prefix": value[:10]}
 
-    def display(self, value):
-        return ""
+    def cell(self, row):
+        prefix = getattr(row, self.name + "_prefix")
+        return prefix + "…" if prefix else ""
+
+    def json_items(self, row):
+        return {self.name + "_prefix": getattr(row, self.name + "_prefix")}  # never the key itself
 
     def form_field(self, creating):
         return wtf.StringField(
@@ -499,8 +509,3 @@ def mask(secret):
     if len(secret) < 12:
         return "••••••••"
     return "••••••••" + secret[-4:]
-
-
-def render_cell(field, value):
-    """Admin table cell for a value, escaped."""
-    return Markup(escape(field.display(value)))

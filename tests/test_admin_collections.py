@@ -98,6 +98,7 @@ def test_the_new_key_is_shown_once(admin):
     assert "will not be shown again" in page
     key = only_row("keys")
     assert key.key == GatewayKey.digest(full_key)
+    assert full_key[:10] + "…" in admin.get("/_/keys/").get_data(as_text=True)  # recognisable by its prefix
     for url in ("/_/keys/", f"/_/keys/details/?id={key.id}", f"/_/keys/edit/?id={key.id}"):
         assert full_key not in admin.get(url).get_data(as_text=True), url
 

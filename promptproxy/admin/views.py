@@ -13,7 +13,7 @@ from wtforms.fields import SelectChoice
 
 from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import Bool, DateTime, GatewayKey, Relation
+from ..fields import Bool, DateTime, Relation
 
 REVEAL_KEY = "_reveal"
 
@@ -74,7 +74,7 @@ def cell(field):
             url = url_for(f"{field.target}.details_view", id=record_id)
             return Markup('<a href="{}">{}</a>').format(url, title)
         return format_relation
-    return lambda view, context, row, name: field.display(getattr(row, name))
+    return lambda view, context, row, name: field.cell(row)
 
 
 def filters_for(collection):
@@ -107,11 +107,9 @@ class CollectionView(LoginRequired, ModelView):
         model = collection.model
         fields = collection.field
         self.column_list = collection.list
-        self.column_details_list = (
-            ["id"] + [f.name + "_prefix" if isinstance(f, GatewayKey) else f.name
-                      for f in collection.fields] + ["created", "updated"])
-        self.column_labels = {name: field.label for name, field in fields.items()}
-        self.column_labels.update(key_prefix="Key", id="Id", created="Created", updated="Updated")
+        self.column_details_list = ["id", *fields, "created", "updated"]
+        self.column_labels = {column: f.label for f in collection.fields for column in f.columns()}
+        self.column_labels.update(id="Id", created="Created", updated="Updated")
         self.column_descriptions = {name: f.help for name, f in fields.items() if f.help}
         self.column_searchable_list = [getattr(model, name) for name in collection.search]
         self.column_filters = filters_for(collection)
@@ -120,12 +118,9 @@ class CollectionView(LoginRequired, ModelView):
         descending = collection.sort.startswith("-")
         self.column_default_sort = (collection.sort.lstrip("-"), descending)
         self.column_formatters = {name: cell(field) for name, field in fields.items()}
-        self.column_formatters.update(
-            key_prefix=lambda view, context, row, name: (row.key_prefix + "…") if row.key_prefix else "",
-            created=cell(DateTime("created")), updated=cell(DateTime("updated")))
+        self.column_formatters.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
         self.can_create = self.can_edit = not collection.readonly
         self.can_export = collection.readonly
-        self.column_export_exclude_list = []
         super().__init__(model, name=collection.name, endpoint=collection.name,
                          url=collection.name, **kwargs)
 

@@ -13,7 +13,7 @@ keys = Collection(
     DateTime("expires", help="Optional; the key stops working after this time."),
     DateTime("last_used", editable=False),
     title=["label", "key_prefix"],
-    list=["label", "user", "key_prefix", "active", "track", "expires", "last_used", "created"],
+    list=["label", "user", "key", "active", "track", "expires", "last_used", "created"],
     search=["label", "key_prefix"],
     filters=["user", "active", "track"],
 )
