@@ -431,7 +431,6 @@ def handle(endpoint, rewrite):
         upstream = forward(call.api, endpoint, json.dumps(upstream_body).encode(), call.stream)
         is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if call.stream and upstream.status < 400 and is_sse:
-            call.first_byte()
             return Response(relay(call, upstream, hide_usage, recorder()), status=upstream.status,
                             headers=SSE_HEADERS, content_type="text/event-stream; charset=utf-8")
         response = answer(call, upstream)
