@@ -34,8 +34,8 @@ def load(version):
     snap = Snapshot(version=version)
     for row in BY_NAME["keys"].model.select():
         if row.key:
-            snap.keys[row.key] = row
-    snap.users = {row.id: row for row in BY_NAME["users"].model.select()}
+            snap.keys[row.key] = allow_sets(row)
+    snap.users = {row.id: allow_sets(row) for row in BY_NAME["users"].model.select()}
     for row in BY_NAME["apis"].model.select():
         row.secret = crypto.decrypt(row.api_key) if row.api_key else ""
         snap.apis[row.id] = row
@@ -57,6 +57,13 @@ def load(version):
         if row.name:
             snap.prompts.setdefault(row.name, row)
     return snap
+
+
+def allow_sets(row):
+    """Allow-lists as sets, for a cheap check on every call (empty: everything)."""
+    for name in ("apis", "models", "prompts"):
+        setattr(row, name, frozenset(getattr(row, name) or ()))
+    return row
 
 
 class Catalog:

@@ -418,6 +418,48 @@ class Relation(Field):
     def form_options(self, creating):
         return {"choices": [], "validate_choice": False}
 
+    def ids(self, value):
+        return [value] if value else []
+
+    def refers_to(self, model, record_id):
+        """A query condition: rows whose field points at `record_id`."""
+        return getattr(model, self.name) == record_id
+
+
+class Relations(Relation):
+    """Ids of any number of records in another collection, stored as a JSON list.
+    Used for allow-lists, where an empty list means "all": deleting a record that
+    a list names is refused, as an emptied list would suddenly allow everything."""
+
+    column_class = JSONColumn
+    form_class = wtf.SelectMultipleField
+    sortable = False
+
+    def __init__(self, name, target, **kw):
+        Field.__init__(self, name, **kw)
+        self.target = target
+        self.on_delete = "restrict"
+
+    def clean(self, value, form=False):
+        if value is None or value == "" or value == []:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Invalid("validation_invalid_type", "Must be a list of record ids.")
+        return list(dict.fromkeys(v.strip() for v in value if v.strip()))
+
+    def ids(self, value):
+        return list(value or [])
+
+    def refers_to(self, model, record_id):
+        # Matched in the stored JSON text; the id is passed raw, not JSON-encoded again.
+        return peewee.fn.instr(getattr(model, self.name), peewee.Value(f'"{record_id}"', converter=False)) > 0
+
+    def form_options(self, creating):
+        return {"choices": [], "validate_choice": False, "default": [],
+                "render_kw": {"data-role": "select2", "size": 6}}
+
 
 class Secret(Field):
     """A secret we must send on (an upstream API key): encrypted at rest with Fernet,

@@ -2,7 +2,7 @@
 
 Every call walks the same path, and this file reads top to bottom along it:
 
-    authenticate -> resolve -> rewrite -> forward -> stream -> record
+    authenticate -> resolve -> allow -> rewrite -> forward -> stream -> record
 
 The client sends `model: "<model>:<prompt>"`; we find both records, put the
 stored system prompt in front, send the call to the model's upstream api with
@@ -174,7 +174,32 @@ def usable_model(snap, ref):
     return model if api is not None and api.active else None
 
 
-# -- 3. rewrite -----------------------------------------------------------------
+# -- 3. allow ---------------------------------------------------------------------
+
+def allow(key, user, model, prompt):
+    """Per-user access rules, narrowed further by the key's own: an empty list
+    allows everything, so a fresh install works without setting any."""
+    for holder, who in ((user, "user"), (key, "key")):
+        if (holder.apis and model.api not in holder.apis) or (holder.models and model.id not in holder.models):
+            raise ProxyError(403, f"The model '{model.name or model.id}' is not allowed for this {who}.",
+                             param="model", code="model_not_allowed")
+        if prompt is not None and holder.prompts and prompt.id not in holder.prompts:
+            raise ProxyError(403, f"The prompt '{prompt.name or prompt.id}' is not allowed for this {who}.",
+                             param="model", code="prompt_not_allowed")
+    if prompt is None and user.require_prompt:
+        raise ProxyError(403, "This user must call through a stored prompt: use '<model>:<prompt>'.",
+                         param="model", code="prompt_required")
+
+
+def allowed(key, user, model, prompt):
+    try:
+        allow(key, user, model, prompt)
+    except ProxyError:
+        return False
+    return True
+
+
+# -- 4. rewrite -----------------------------------------------------------------
 
 def rewrite_chat(body, model, prompt):
     """Chat: the stored instructions become the first system message."""
@@ -219,7 +244,7 @@ def wants_usage(body):
     return True
 
 
-# -- 4. forward -------------------------------------------------------------------
+# -- 5. forward -------------------------------------------------------------------
 
 _pools = {}  # base URL -> its connection pool; keep-alive connections are reused
 
@@ -266,7 +291,7 @@ def upstream_failure(api, exc):
                       type_="api_error", code="upstream_error")
 
 
-# -- 5. stream (or answer at once) --------------------------------------------------
+# -- 6. stream (or answer at once) --------------------------------------------------
 
 def answer(call, upstream):
     """A whole (non-streamed) upstream answer, or an upstream error, passed back as is."""
@@ -424,6 +449,7 @@ def handle(endpoint, rewrite):
         call.request_body = body if call.track else None
         call.model_ref = body.get("model")
         call.model, call.api, call.prompt = resolve(snap, call.model_ref)
+        allow(key, user, call.model, call.prompt)
         call.system_prompt = call.prompt.instructions if call.prompt else None
         call.stream = body.get("stream") is True
         upstream_body = rewrite(dict(body), call.model, call.prompt)
@@ -473,17 +499,19 @@ def model_object(model_id, created, owner):
     return {"id": model_id, "object": "model", "created": int(created.timestamp()), "owned_by": owner}
 
 
-def model_objects(snap):
-    """Every usable model, then every model:prompt pairing, in OpenAI's model shape."""
+def model_objects(snap, key, user):
+    """Every model and model:prompt pairing the caller may use, in OpenAI's model shape."""
     objects = []
     for model in snap.model_list:
-        owner = snap.apis[model.api].name
-        objects.append(model_object(model.name or model.id, model.created, owner))
+        if allowed(key, user, model, None):
+            owner = snap.apis[model.api].name
+            objects.append(model_object(model.name or model.id, model.created, owner))
     for model in snap.model_list:
         owner = snap.apis[model.api].name
         for prompt in snap.prompt_list:
-            objects.append(model_object(f"{model.name or model.id}:{prompt.name or prompt.id}",
-                                        max(model.created, prompt.created), owner))
+            if allowed(key, user, model, prompt):
+                objects.append(model_object(f"{model.name or model.id}:{prompt.name or prompt.id}",
+                                            max(model.created, prompt.created), owner))
     return objects
 
 
@@ -498,18 +526,19 @@ def active_caller(snap):
 def list_models():
     snap = catalog()
     try:
-        active_caller(snap)
+        key, user = active_caller(snap)
     except ProxyError as refused:
         return refused.response()
-    return jsonify(object="list", data=model_objects(snap))
+    return jsonify(object="list", data=model_objects(snap, key, user))
 
 
 @proxy.get("/models/<path:ref>")
 def get_model(ref):
     snap = catalog()
     try:
-        active_caller(snap)
+        key, user = active_caller(snap)
         model, api, prompt = resolve(snap, ref)
+        allow(key, user, model, prompt)
     except ProxyError as refused:
         return refused.response()
     created = max(model.created, prompt.created) if prompt else model.created

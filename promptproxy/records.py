@@ -61,9 +61,12 @@ def save(collection, data, row=None, form=False):
             continue
         if getattr(field, "target", None):
             target = BY_NAME[field.target].model
-            if not target.select().where(target.id == value).exists():
+            wanted = field.ids(value)
+            found = {row.id for row in target.select(target.id).where(target.id.in_(wanted))}
+            missing = [record_id for record_id in wanted if record_id not in found]
+            if missing:
                 errors[name] = Invalid("validation_missing_rel_records",
-                                       f"No {field.target} record with id {value!r}.")
+                                       f"No {field.target} record with id {missing[0]!r}.")
         elif field.unique:
             model = collection.model
             query = model.select().where(getattr(model, name) == field.store(value)[name])
@@ -99,7 +102,7 @@ def delete(collection, row):
         if field.on_delete != "restrict":
             continue
         model = other.model
-        users = list(model.select().where(getattr(model, field.name) == row.id).limit(6))
+        users = list(model.select().where(field.refers_to(model, row.id)).limit(6))
         if users:
             names = ", ".join(other.title(u) for u in users[:5]) + (", …" if len(users) > 5 else "")
             blockers.append(f"{other.name} ({names})")

@@ -13,7 +13,7 @@ from wtforms.fields import SelectChoice
 
 from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import Bool, DateTime, Relation
+from ..fields import Bool, DateTime, Relation, Relations
 
 REVEAL_KEY = "_reveal"
 
@@ -63,6 +63,13 @@ def relation_choices(field):
 
 def cell(field):
     """A list/details formatter for one field."""
+    if isinstance(field, Relations):
+        def format_relations(view, context, row, name):
+            ids = getattr(row, name) or []
+            if not ids:
+                return Markup('<span class="text-muted">all</span>')
+            return ", ".join(relation_title(field, record_id) or f"{record_id} (deleted)" for record_id in ids)
+        return format_relations
     if isinstance(field, Relation):
         def format_relation(view, context, row, name):
             record_id = getattr(row, name)
@@ -139,7 +146,8 @@ class CollectionView(LoginRequired, ModelView):
     def _with_choices(self, form):
         for field in self.collection.fields:
             if isinstance(field, Relation) and field.name in form:
-                choices = [("", "—")] * (not field.required) + relation_choices(field)
+                blank_choice = not field.required and not isinstance(field, Relations)
+                choices = [("", "—")] * blank_choice + relation_choices(field)
                 form[field.name].choices = [SelectChoice(value, label) for value, label in choices]
         return form
 

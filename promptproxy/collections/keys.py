@@ -1,7 +1,10 @@
 """Gateway keys: what a user puts in `Authorization: Bearer ...`. Only a hash is kept."""
 
 from ..collection import Collection
-from ..fields import Bool, DateTime, GatewayKey, Relation, Text
+from ..fields import Bool, DateTime, GatewayKey, Number, Relation, Relations, Text
+
+NARROW = "Empty: whatever the user may use. Otherwise only these (and only if the user may too)."
+OVERRIDE = "Empty: the user's limit. Set, this key gets its own counter with this limit."
 
 keys = Collection(
     "keys",
@@ -12,6 +15,13 @@ keys = Collection(
     Bool("track", help="Store full request and response bodies on this key's request rows."),
     DateTime("expires", help="Optional; the key stops working after this time."),
     DateTime("last_used", editable=False),
+    Relations("apis", "apis", label="Allowed APIs", help=NARROW),
+    Relations("models", "models", label="Allowed models", help=NARROW),
+    Relations("prompts", "prompts", label="Allowed prompts", help=NARROW),
+    Number("rpm", min=1, label="Requests per minute", help=OVERRIDE),
+    Number("tpm", min=1, label="Tokens per minute", help=OVERRIDE),
+    Number("rpd", min=1, label="Requests per day", help=OVERRIDE),
+    Number("concurrency", min=1, label="Concurrent requests", help=OVERRIDE),
     title=["label", "key_prefix"],
     list=["label", "user", "key", "active", "track", "expires", "last_used", "created"],
     search=["label", "key_prefix"],
