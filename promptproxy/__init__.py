@@ -6,6 +6,7 @@ directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
 
 import atexit
 import logging
+from pathlib import Path
 
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
@@ -16,6 +17,7 @@ from . import crypto, superusers
 from .catalog import Catalog
 from .collections import ALL
 from .db import db, open_database, upgrade
+from .limits import Limiter
 from .recorder import Recorder
 
 log = logging.getLogger("promptproxy")
@@ -52,6 +54,9 @@ def create_app(overrides=None):
     from .proxy import proxy
 
     app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
+    app.extensions["promptproxy.limiter"] = Limiter(
+        str(Path(data_dir) / "limits.db"),
+        defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
     recorder = app.extensions["promptproxy.recorder"] = Recorder().start()
     atexit.register(recorder.stop)  # flush request rows when the process ends
 

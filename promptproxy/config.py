@@ -16,6 +16,11 @@ DEFAULTS = {
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "LOG_LEVEL": "INFO",
     "CATALOG_TTL": 0.5,  # seconds an admin's edit may take to reach the proxy
+    # Instance-wide rate limits for users and keys that set none; 0 means no limit.
+    "DEFAULT_RPM": 0,
+    "DEFAULT_TPM": 0,
+    "DEFAULT_RPD": 0,
+    "DEFAULT_CONCURRENCY": 0,
 }
 
 

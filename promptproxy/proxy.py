@@ -2,7 +2,7 @@
 
 Every call walks the same path, and this file reads top to bottom along it:
 
-    authenticate -> resolve -> allow -> rewrite -> forward -> stream -> record
+    authenticate -> resolve -> allow -> limit -> rewrite -> forward -> stream -> record
 
 The client sends `model: "<model>:<prompt>"`; we find both records, put the
 stored system prompt in front, send the call to the model's upstream api with
@@ -24,6 +24,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError as Up
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import openai_error
+from .limits import Limited
 from .fields import GatewayKey, utcnow
 
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
@@ -44,12 +45,15 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class ProxyError(Exception):
     """A refusal in OpenAI's error shape, recorded on the request row."""
 
-    def __init__(self, status, message, code=None, param=None, type_=None):
+    def __init__(self, status, message, code=None, param=None, type_=None, headers=None):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
+        self.headers = headers or {}
 
-    def response(self):
-        return openai_error(self.status, self.message, self.type, self.code, self.param)
+    def response(self, extra_headers=None):
+        body, status = openai_error(self.status, self.message, self.type, self.code, self.param)
+        body.headers.update({**self.headers, **(extra_headers or {})})
+        return body, status
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Call:
     stream: bool = False
     status: int = 200
     error: str = None
+    ticket: object = None  # what the rate limiter admitted; released when the call ends
     usage: dict = None
     ttfb_ms: float = None
     request_body: dict = None
@@ -108,8 +113,15 @@ def catalog():
     return current_app.extensions["promptproxy.catalog"].current()
 
 
-def recorder():
-    return current_app.extensions["promptproxy.recorder"]
+def finisher():
+    """Ends a call: release its rate-limit ticket, then queue its request row."""
+    limiter = current_app.extensions["promptproxy.limiter"]
+    recorder = current_app.extensions["promptproxy.recorder"]
+
+    def finish(call):
+        limiter.release(call.ticket, (call.usage or {}).get("total_tokens"))
+        recorder.record(call.row())
+    return finish
 
 
 # -- 1. authenticate ----------------------------------------------------------
@@ -199,7 +211,23 @@ def allowed(key, user, model, prompt):
     return True
 
 
-# -- 4. rewrite -----------------------------------------------------------------
+# -- 4. limit -------------------------------------------------------------------------
+
+def limit(call):
+    """Admit the call within its user's (or key's) rate limits, or refuse it with 429."""
+    try:
+        call.ticket = current_app.extensions["promptproxy.limiter"].acquire(call.key, call.user)
+    except Limited as over:
+        raise ProxyError(429, str(over), type_="requests" if over.kind != "tpm" else "tokens",
+                         code="rate_limit_exceeded",
+                         headers={**over.headers, "Retry-After": str(over.retry_after)}) from None
+
+
+def limit_headers(call):
+    return call.ticket.headers if call.ticket else {}
+
+
+# -- 5. rewrite -----------------------------------------------------------------
 
 def rewrite_chat(body, model, prompt):
     """Chat: the stored instructions become the first system message."""
@@ -244,7 +272,7 @@ def wants_usage(body):
     return True
 
 
-# -- 5. forward -------------------------------------------------------------------
+# -- 6. forward -------------------------------------------------------------------
 
 _pools = {}  # base URL -> its connection pool; keep-alive connections are reused
 
@@ -291,7 +319,7 @@ def upstream_failure(api, exc):
                       type_="api_error", code="upstream_error")
 
 
-# -- 6. stream (or answer at once) --------------------------------------------------
+# -- 7. stream (or answer at once) --------------------------------------------------
 
 def answer(call, upstream):
     """A whole (non-streamed) upstream answer, or an upstream error, passed back as is."""
@@ -322,7 +350,7 @@ def answer(call, upstream):
     return Response(data, status=upstream.status, headers=headers, content_type=content_type)
 
 
-def relay(call, upstream, hide_usage, recorder):
+def relay(call, upstream, hide_usage, finish):
     """Server-sent events from the upstream to the client, event by event as each
     arrives. Reads with read1, which returns whatever the socket has, so neither
     chunked nor close-delimited upstreams are held back."""
@@ -363,7 +391,7 @@ def relay(call, upstream, hide_usage, recorder):
         raise
     finally:
         upstream.close()  # promptly frees the upstream too when the client went away
-        recorder.record(call.row())
+        finish(call)
 
 
 def inspect_event(call, event, hide_usage):
@@ -441,7 +469,7 @@ def handle(endpoint, rewrite):
         key, user = authenticate(snap)
     except ProxyError as refused:
         return refused.response()  # no user to account it to: no row
-    call = Call(endpoint, key, user)
+    call, finish = Call(endpoint, key, user), finisher()
     try:
         if not user.active:
             raise ProxyError(403, "This user is disabled.", code="user_disabled")
@@ -450,6 +478,7 @@ def handle(endpoint, rewrite):
         call.model_ref = body.get("model")
         call.model, call.api, call.prompt = resolve(snap, call.model_ref)
         allow(key, user, call.model, call.prompt)
+        limit(call)
         call.system_prompt = call.prompt.instructions if call.prompt else None
         call.stream = body.get("stream") is True
         upstream_body = rewrite(dict(body), call.model, call.prompt)
@@ -457,14 +486,16 @@ def handle(endpoint, rewrite):
         upstream = forward(call.api, endpoint, json.dumps(upstream_body).encode(), call.stream)
         is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if call.stream and upstream.status < 400 and is_sse:
-            return Response(relay(call, upstream, hide_usage, recorder()), status=upstream.status,
-                            headers=SSE_HEADERS, content_type="text/event-stream; charset=utf-8")
+            return Response(relay(call, upstream, hide_usage, finish), status=upstream.status,
+                            headers={**SSE_HEADERS, **limit_headers(call)},
+                            content_type="text/event-stream; charset=utf-8")
         response = answer(call, upstream)
     except ProxyError as refused:
         call.status, call.error = refused.status, refused.message
-        recorder().record(call.row())
-        return refused.response()
-    recorder().record(call.row())
+        finish(call)
+        return refused.response(limit_headers(call))
+    finish(call)
+    response.headers.update(limit_headers(call))
     return response
 
 
