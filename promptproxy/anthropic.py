@@ -681,7 +681,7 @@ def _tools_to_anthropic(tools):
     result = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(function, dict) \
+        if not isinstance(function, dict) or tool.get("type") != "function" \
                 or not function.get("name"):
             raise TranslationError(f"tools[{i}] must be a function tool with a name.")
         converted = {"name": function["name"]}

@@ -350,12 +350,15 @@ def answer(call, upstream):
     return Response(data, status=upstream.status, headers=headers, content_type=content_type)
 
 
-def relay(call, upstream, hide_usage, finish):
-    """Server-sent events from the upstream to the client, event by event as each
-    arrives. Reads with read1, which returns whatever the socket has, so neither
-    chunked nor close-delimited upstreams are held back."""
+def relay(call, upstream, events, finish):
+    """Server-sent events from the upstream to the client, as each one arrives.
+
+    Reads with read1, which returns whatever the socket has, so neither chunked nor
+    close-delimited upstreams are held back. `events` decides what each upstream
+    event becomes for the client (passed on, translated, dropped) and how the
+    stream ends; see OpenAIEvents.
+    """
     buffer = b""
-    done = finished = False
     try:
         while True:
             try:
@@ -363,7 +366,7 @@ def relay(call, upstream, hide_usage, finish):
             except HTTPError as exc:
                 failure = upstream_failure(call.api, exc)
                 call.status, call.error = failure.status, failure.message
-                yield error_event(failure.message, failure.code)
+                yield events.failed(failure.message, failure.code)
                 return
             if not piece:
                 break
@@ -375,23 +378,42 @@ def relay(call, upstream, hide_usage, finish):
                 if end < 0:
                     break
                 event, buffer = buffer[:end + 2], buffer[end + 2:]
-                keep, is_done, is_finished = inspect_event(call, event, hide_usage)
-                done, finished = done or is_done, finished or is_finished
-                if keep:
-                    out.append(event)
+                out.append(events.event(event))
             if out:
                 yield b"".join(out)
         if buffer.strip():
-            yield buffer + b"\n\n"
-        if not done and not finished:
-            call.status, call.error = 502, "The upstream stream ended before it was complete."
-            yield error_event(call.error, "upstream_error")
+            yield events.event(buffer + b"\n\n")
+        yield events.ended()
     except GeneratorExit:
         call.status, call.error = 499, "The client disconnected before the stream ended."
         raise
     finally:
         upstream.close()  # promptly frees the upstream too when the client went away
         finish(call)
+
+
+class OpenAIEvents:
+    """An OpenAI-format stream passed on to an OpenAI client: usage is noted (and
+    the usage chunk we asked for on the client's behalf dropped), the reply kept for
+    tracked keys, and a stream that stops short ends with an error event."""
+
+    def __init__(self, call, hide_usage):
+        self.call, self.hide_usage = call, hide_usage
+        self.done = self.finished = False
+
+    def event(self, event):
+        keep, done, finished = inspect_event(self.call, event, self.hide_usage)
+        self.done, self.finished = self.done or done, self.finished or finished
+        return event if keep else b""
+
+    def ended(self):
+        if self.done or self.finished:
+            return b""
+        self.call.status, self.call.error = 502, "The upstream stream ended before it was complete."
+        return error_event(self.call.error, "upstream_error")
+
+    def failed(self, message, code):
+        return error_event(message, code)
 
 
 def inspect_event(call, event, hide_usage):
@@ -486,7 +508,7 @@ def handle(endpoint, rewrite):
         upstream = forward(call.api, endpoint, json.dumps(upstream_body).encode(), call.stream)
         is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if call.stream and upstream.status < 400 and is_sse:
-            return Response(relay(call, upstream, hide_usage, finish), status=upstream.status,
+            return Response(relay(call, upstream, OpenAIEvents(call, hide_usage), finish), status=upstream.status,
                             headers={**SSE_HEADERS, **limit_headers(call)},
                             content_type="text/event-stream; charset=utf-8")
         response = answer(call, upstream)
