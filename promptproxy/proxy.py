@@ -12,7 +12,6 @@ request path itself never waits on the database.
 """
 
 import json
-import re
 import time
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError as UpstreamTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from . import anthropic as claude
+from . import formats
 from .errors import openai_error
 from .limits import Limited
 from .fields import GatewayKey, utcnow
@@ -50,10 +51,14 @@ class ProxyError(Exception):
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
         self.headers = headers or {}
 
-    def response(self, extra_headers=None):
-        body, status = openai_error(self.status, self.message, self.type, self.code, self.param)
-        body.headers.update({**self.headers, **(extra_headers or {})})
-        return body, status
+    def response(self, extra_headers=None, client="openai"):
+        if client == "anthropic":
+            status, body = claude.error_to_anthropic(self.status, {"error": {"message": self.message}})
+            response = jsonify(body)
+        else:
+            response, status = openai_error(self.status, self.message, self.type, self.code, self.param)
+        response.headers.update({**self.headers, **(extra_headers or {})})
+        return response, status
 
 
 @dataclass
@@ -129,12 +134,12 @@ def finisher():
 def authenticate(snap):
     """The caller's key and user, from `Authorization: Bearer <key>`. An unknown
     key is refused here; a disabled user later, so the refusal is accounted."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "").strip()
+    if not token:
         raise ProxyError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.",
                          code="missing_api_key")
-    key = snap.keys.get(GatewayKey.digest(token.strip()))
+    key = snap.keys.get(GatewayKey.digest(token))
     if key is None or not key.active:
         raise ProxyError(401, "Invalid API key.", code="invalid_api_key")
     if key.expires is not None and key.expires <= utcnow():
@@ -260,16 +265,24 @@ def rewrite_completion(body, model, prompt):
     return body
 
 
-def wants_usage(body):
-    """Ask a streaming upstream for its final usage chunk; True if the client did not
-    ask for it itself, so that chunk must be kept from the client."""
-    if not body.get("stream"):
-        return False
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
-        return False
-    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return True
+def rewrite_messages(body, model, prompt):
+    """Anthropic messages: the stored instructions go in front of `system`."""
+    if not isinstance(body.get("messages"), list):
+        raise ProxyError(400, "'messages' must be an array of messages.", param="messages")
+    if prompt is not None:
+        system = body.get("system")
+        if prompt.replace_system or not system:
+            body["system"] = prompt.instructions
+        elif isinstance(system, str):
+            body["system"] = prompt.instructions + "\n\n" + system
+        elif isinstance(system, list):
+            body["system"] = [{"type": "text", "text": prompt.instructions}, *system]
+        if prompt.tools and not body.get("tools"):
+            body["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
+                              "input_schema": t["function"].get("parameters") or {"type": "object"}}
+                             for t in prompt.tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    body["model"] = model.model
+    return body
 
 
 # -- 6. forward -------------------------------------------------------------------
@@ -288,14 +301,19 @@ def pool_for(base_url):
 
 
 def forward(api, endpoint, body, stream):
-    """Send the rewritten call upstream; the response's body is read later, as it arrives."""
+    """Send the rewritten call upstream with the api's own key; the response's body
+    is read later, as it arrives."""
     headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
                if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() not in NOT_FORWARDED}
     headers["Content-Type"] = "application/json"
     headers["Accept"] = "text/event-stream" if stream else "application/json"
     if api.headers:
         headers.update({str(k): str(v) for k, v in api.headers.items()})
-    if api.secret:
+    if api.protocol == "anthropic":
+        headers.setdefault("Anthropic-Version", claude.ANTHROPIC_VERSION)
+        if api.secret:
+            headers["X-Api-Key"] = api.secret
+    elif api.secret:
         headers["Authorization"] = "Bearer " + api.secret
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
     try:
@@ -321,8 +339,9 @@ def upstream_failure(api, exc):
 
 # -- 7. stream (or answer at once) --------------------------------------------------
 
-def answer(call, upstream):
-    """A whole (non-streamed) upstream answer, or an upstream error, passed back as is."""
+def answer(call, upstream, route):
+    """A whole (non-streamed) answer, in the client's format. An upstream error keeps
+    its status, and its very body when the client speaks the upstream's language."""
     try:
         data = upstream.read()
     except HTTPError as exc:
@@ -331,23 +350,29 @@ def answer(call, upstream):
         upstream.release_conn()
     call.first_byte()
     call.status = upstream.status
-    parsed = None
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        pass
-    if isinstance(parsed, dict):
-        call.usage = parsed.get("usage") if isinstance(parsed.get("usage"), dict) else None
-        if upstream.status >= 400:
-            call.error = error_text(parsed, data)
-        elif call.track:
-            call.response_body = parsed
-            call.reply_parts.append(reply_text(parsed))
-    elif upstream.status >= 400:
-        call.error = data[:500].decode("utf-8", "replace")
+    parsed = formats.parsed_json(data)
     headers = {name: upstream.headers[name] for name in PASSED_BACK if name in upstream.headers}
     content_type = upstream.headers.get("Content-Type", "application/json")
-    return Response(data, status=upstream.status, headers=headers, content_type=content_type)
+    if upstream.status >= 400:
+        call.error = formats.error_text(parsed, data)
+        status, body = route.error(upstream.status, parsed, data)
+        call.status = status  # what the client was told
+        if body is None:
+            return Response(data, status=status, headers=headers, content_type=content_type)
+        return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+    if not isinstance(parsed, dict):
+        raise ProxyError(502, f"The upstream '{call.api.name}' answered with something that is not JSON.",
+                         type_="api_error", code="upstream_error")
+    try:
+        body = route.answer(call, parsed)
+    except claude.TranslationError as exc:
+        raise ProxyError(502, f"The upstream's answer could not be translated: {exc}",
+                         type_="api_error", code="upstream_error") from None
+    if call.track:
+        call.response_body = parsed
+    if body is parsed:  # passed through: send the upstream's own bytes
+        return Response(data, status=upstream.status, headers=headers, content_type=content_type)
+    return Response(json.dumps(body), status=upstream.status, headers=headers, content_type="application/json")
 
 
 def relay(call, upstream, events, finish):
@@ -392,88 +417,6 @@ def relay(call, upstream, events, finish):
         finish(call)
 
 
-class OpenAIEvents:
-    """An OpenAI-format stream passed on to an OpenAI client: usage is noted (and
-    the usage chunk we asked for on the client's behalf dropped), the reply kept for
-    tracked keys, and a stream that stops short ends with an error event."""
-
-    def __init__(self, call, hide_usage):
-        self.call, self.hide_usage = call, hide_usage
-        self.done = self.finished = False
-
-    def event(self, event):
-        keep, done, finished = inspect_event(self.call, event, self.hide_usage)
-        self.done, self.finished = self.done or done, self.finished or finished
-        return event if keep else b""
-
-    def ended(self):
-        if self.done or self.finished:
-            return b""
-        self.call.status, self.call.error = 502, "The upstream stream ended before it was complete."
-        return error_event(self.call.error, "upstream_error")
-
-    def failed(self, message, code):
-        return error_event(message, code)
-
-
-def inspect_event(call, event, hide_usage):
-    """(keep it?, is it [DONE]?, did a choice finish?) for one SSE event; notes usage
-    and, for tracked keys, the reply text. Most chunks of an untracked stream are
-    recognised from their bytes and never parsed."""
-    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
-    if not data:
-        return True, False, False
-    if data == b"[DONE]":
-        return True, True, False
-    finished = b'"finish_reason"' in data and not NULL_FINISH.search(data)
-    if not (call.track or b'"error"' in data or (b'"usage"' in data and not NULL_USAGE.search(data))):
-        return True, False, finished
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        return True, False, finished
-    if not isinstance(chunk, dict):
-        return True, False, finished
-    if "error" in chunk:
-        call.status, call.error = 502, error_text(chunk, data)
-    choices = chunk.get("choices")
-    if choices and call.track:
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        call.reply_parts.append(delta.get("content") or choice.get("text") or "")
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        call.usage = usage
-        if hide_usage and not choices:
-            return False, False, finished
-    return True, False, finished
-
-
-NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
-NULL_FINISH = re.compile(rb'"finish_reason"\s*:\s*null')
-
-
-def error_event(message, code):
-    body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-def error_text(parsed, raw):
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:500]
-    if isinstance(error, str):
-        return error[:500]
-    return raw[:500].decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)[:500]
-
-
-def reply_text(parsed):
-    choices = parsed.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    return message.get("content") or choice.get("text") or ""
-
-
 def last_user_message(body):
     for message in reversed((body or {}).get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
@@ -485,12 +428,12 @@ def last_user_message(body):
 
 # -- the endpoints, each the whole path in order -----------------------------------
 
-def handle(endpoint, rewrite):
+def handle(endpoint, rewrite, client="openai"):
     snap = catalog()
     try:
         key, user = authenticate(snap)
     except ProxyError as refused:
-        return refused.response()  # no user to account it to: no row
+        return refused.response(client=client)  # no user to account it to: no row
     call, finish = Call(endpoint, key, user), finisher()
     try:
         if not user.active:
@@ -500,22 +443,28 @@ def handle(endpoint, rewrite):
         call.model_ref = body.get("model")
         call.model, call.api, call.prompt = resolve(snap, call.model_ref)
         allow(key, user, call.model, call.prompt)
+        try:
+            route = formats.route(client, endpoint, call.api.protocol)
+        except formats.Unsupported as exc:
+            raise ProxyError(400, str(exc), param="model") from None
         limit(call)
         call.system_prompt = call.prompt.instructions if call.prompt else None
         call.stream = body.get("stream") is True
-        upstream_body = rewrite(dict(body), call.model, call.prompt)
-        hide_usage = wants_usage(upstream_body)
-        upstream = forward(call.api, endpoint, json.dumps(upstream_body).encode(), call.stream)
+        try:
+            upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
+        except claude.TranslationError as exc:
+            raise ProxyError(400, str(exc)) from None
+        upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream)
         is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if call.stream and upstream.status < 400 and is_sse:
-            return Response(relay(call, upstream, OpenAIEvents(call, hide_usage), finish), status=upstream.status,
-                            headers={**SSE_HEADERS, **limit_headers(call)},
+            return Response(relay(call, upstream, route.events(call, hide_usage), finish),
+                            status=upstream.status, headers={**SSE_HEADERS, **limit_headers(call)},
                             content_type="text/event-stream; charset=utf-8")
-        response = answer(call, upstream)
+        response = answer(call, upstream, route)
     except ProxyError as refused:
         call.status, call.error = refused.status, refused.message
         finish(call)
-        return refused.response(limit_headers(call))
+        return refused.response(limit_headers(call), client)
     finish(call)
     response.headers.update(limit_headers(call))
     return response
@@ -546,6 +495,12 @@ def chat_completions():
 @proxy.post("/completion")
 def completions():
     return handle("completions", rewrite_completion)
+
+
+@proxy.post("/messages")
+def messages():
+    """Anthropic's Messages API, for the Anthropic SDK and Claude Code."""
+    return handle("messages", rewrite_messages, client="anthropic")
 
 
 def model_object(model_id, created, owner):
