@@ -165,3 +165,17 @@ def test_messages_errors_have_anthropic_shape(claude):
     with pytest.raises(anthropic.RateLimitError) as limited:
         client.messages.create(model="gpt", max_tokens=10, messages=HI)
     assert limited.value.body["error"]["message"] == "slow down"
+
+
+def test_messages_accept_the_gateway_key_as_x_api_key(claude):
+    import requests
+
+    response = requests.post(claude.url + "/v1/messages", timeout=10, json={
+        "model": "sonnet", "max_tokens": 10, "messages": HI}, headers={"x-api-key": claude.key,
+                                                                          "anthropic-version": "2023-06-01"})
+    assert response.status_code == 200 and response.json()["content"][0]["text"] == "echo: hello there"
+    # The client's own key never travels on; the api's key does.
+    assert claude.claude_upstream.requests[-1].headers["x-api-key"] == CLAUDE_KEY
+    refused = requests.post(claude.url + "/v1/messages", json={"model": "sonnet", "messages": HI}, timeout=10)
+    assert refused.status_code == 401
+    assert refused.json()["type"] == "error" and refused.json()["error"]["type"] == "authentication_error"
