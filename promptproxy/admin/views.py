@@ -13,7 +13,7 @@ from wtforms.fields import SelectChoice
 
 from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import Bool, DateTime, Relation, Relations
+from ..fields import Bool, DateTime, Json, LongText, Relation, Relations
 
 REVEAL_KEY = "_reveal"
 
@@ -84,6 +84,21 @@ def cell(field):
     return lambda view, context, row, name: field.cell(row)
 
 
+def detail_cell(field):
+    """Details pages show long text and JSON whole and readable."""
+    if isinstance(field, Json):
+        def format_json(view, context, row, name):
+            value = getattr(row, name)
+            if value is None:
+                return ""
+            return Markup('<pre class="pp-pre">{}</pre>').format(json.dumps(value, indent=2, ensure_ascii=False))
+        return format_json
+    if isinstance(field, LongText):
+        return lambda view, context, row, name: Markup('<pre class="pp-pre">{}</pre>').format(
+            getattr(row, name) or "")
+    return cell(field)
+
+
 def filters_for(collection):
     model = collection.model
     result = []
@@ -126,6 +141,8 @@ class CollectionView(LoginRequired, ModelView):
         self.column_default_sort = (collection.sort.lstrip("-"), descending)
         self.column_formatters = {name: cell(field) for name, field in fields.items()}
         self.column_formatters.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
+        self.column_formatters_detail = {**self.column_formatters,
+                                         **{name: detail_cell(field) for name, field in fields.items()}}
         self.can_create = self.can_edit = not collection.readonly
         self.can_export = collection.readonly
         super().__init__(model, name=collection.name, endpoint=collection.name,
