@@ -13,13 +13,15 @@ request path itself never waits on the database.
 
 import json
 import time
+from http.client import RemoteDisconnected
 from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 import certifi
 import urllib3
 from flask import Blueprint, Response, current_app, jsonify, request
-from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError as UpstreamTimeout
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
+from urllib3.exceptions import TimeoutError as UpstreamTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import anthropic as claude
@@ -316,12 +318,25 @@ def forward(api, endpoint, body, stream):
     elif api.secret:
         headers["Authorization"] = "Bearer " + api.secret
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
-    try:
-        pool = pool_for(api.base_url)
-        return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers, timeout=timeout,
-                            preload_content=False, redirect=False, assert_same_host=False)
-    except HTTPError as exc:
-        raise upstream_failure(api, exc) from None
+    pool = pool_for(api.base_url)
+    for attempt in range(3):
+        try:
+            return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers,
+                                timeout=timeout, preload_content=False, redirect=False,
+                                assert_same_host=False)
+        except ProtocolError as exc:
+            if attempt < 2 and stale(exc):
+                continue
+            raise upstream_failure(api, exc) from None
+        except HTTPError as exc:
+            raise upstream_failure(api, exc) from None
+
+
+def stale(exc):
+    """A kept-alive connection that the upstream had closed while it sat in the pool
+    fails before the request is read: sending it again on another connection is safe."""
+    cause = exc.args[1] if len(exc.args) > 1 else None
+    return isinstance(cause, (RemoteDisconnected, ConnectionResetError, BrokenPipeError))
 
 
 def upstream_failure(api, exc):

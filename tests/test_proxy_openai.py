@@ -165,3 +165,40 @@ def test_timeout_bounds_silence_not_a_long_stream(gateway):
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c d"
     [row] = gateway.rows(1)
     assert row.status == 200 and row.latency_ms >= 1000
+
+
+def test_a_pooled_connection_closed_by_the_upstream_is_retried(gateway):
+    """Upstreams close idle keep-alive connections, and may do it just as the next call
+    goes out on one: that call is sent again on a new connection, not failed."""
+    import socket
+    import threading
+
+    answer = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}')
+    listener = socket.create_server(("127.0.0.1", 0))
+    served = []
+
+    def serve():
+        first, _ = listener.accept()
+        first.recv(65536)
+        first.sendall(answer)  # call 1, kept alive
+        first.recv(65536)
+        first.close()  # call 2 arrives on the pooled connection: closed without an answer
+        second, _ = listener.accept()
+        second.recv(65536)
+        second.sendall(answer)
+        served.append(second)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        flaky = gateway.create("apis", name="Flaky", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        gateway.create("models", api=flaky.id, model="m", name="flaky")
+        client = gateway.client()
+        for _ in range(2):
+            client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
+        thread.join(10)
+        assert served  # the second call was answered on a second connection
+    finally:
+        listener.close()
+        for conn in served:
+            conn.close()
