@@ -110,6 +110,7 @@ class _Stop(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True           # a stuck handler must never keep pytest alive
     allow_reuse_address = True
+    request_queue_size = 256        # load tests open many connections at once
 
     def __init__(self, upstream):
         self.upstream = upstream
