@@ -1,6 +1,6 @@
 """A fast fake OpenAI upstream for benchmarks: gevent, raw sockets, canned answers.
 
-    python bench/upstream.py PORT
+    python bench/upstream.py PORT [GAP_SECONDS]
 
 `POST .../chat/completions` answers a fixed chat.completion with usage. With
 `"stream": true` it sends 20 chunks 50 ms apart (chunked framing), then a usage
@@ -98,5 +98,7 @@ def handle(conn, address):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:  # another gap between chunks, in seconds (0 for profiling)
+        GAP = float(sys.argv[2])
     server = StreamServer(("127.0.0.1", int(sys.argv[1])), handle, backlog=2048)
     server.serve_forever()
