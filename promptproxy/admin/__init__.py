@@ -8,6 +8,7 @@ from .. import superusers
 from ..collections import ALL
 from ..throttle import LoginThrottle
 from .home import HomeView
+from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal
 
 
@@ -24,5 +25,7 @@ def init_admin(app):
         theme=Bootstrap4Theme(swatch="default", fluid=True, base_template="promptproxy/base.html"),
     )
     for collection in ALL:
-        admin.add_view(CollectionView(collection))
+        admin.add_view((ApiView if collection.name == "apis" else CollectionView)(collection))
+    admin.add_view(PlaygroundView(name="Playground", endpoint="playground", url="playground"))
+    admin.add_view(ConnectionView(name="Test connection", endpoint="connection", url="connection"))
     return admin

@@ -1,0 +1,307 @@
+"""The playground (a chat that goes through the real proxy) and "Test connection"
+for an upstream api (its model list, to add as models in a few clicks).
+
+The playground calls POST /v1/chat/completions from the browser with a gateway key
+of its own user, "Playground", so every call is authenticated, limited and logged
+exactly like a client's. Each admin gets a key labelled "playground: <email>"; the
+full key lives only in that admin's session cookie, encrypted, and in the page.
+A new login makes a new key and retires the admin's previous ones.
+"""
+
+import json
+import time
+from typing import ClassVar
+
+import certifi
+import urllib3
+from flask import abort, current_app, flash, redirect, request, session, url_for
+from flask_admin import BaseView, expose
+from flask_admin.model.template import EndpointLinkRowAction
+from flask_login import current_user, user_logged_in, user_logged_out
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    LocationValueError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from .. import crypto, records
+from ..collections import BY_NAME
+from ..fields import mask
+from .views import CollectionView, LoginRequired
+
+PLAYGROUND_USER = "Playground"
+SESSION_KEY = "_playground"
+ANTHROPIC_VERSION = "2023-06-01"
+KEY_PLACEHOLDER = "$PROMPTPROXY_KEY"
+
+
+def public_base_url():
+    """Where clients reach the proxy: PUBLIC_URL, or the address this page came from."""
+    base = current_app.config["PROMPTPROXY"].get("PUBLIC_URL") or request.host_url
+    return base.rstrip("/") + "/v1"
+
+
+# -- the playground's gateway key ------------------------------------------------------
+
+def key_label(admin):
+    return f"playground: {admin.email}"
+
+
+def playground_user():
+    """The user every playground call is made as, created on first use."""
+    users = BY_NAME["users"]
+    row = (users.model.select().where(users.model.name == PLAYGROUND_USER)
+           .order_by(users.model.created).first())
+    if row is None:
+        row, _ = records.save(users, {"name": PLAYGROUND_USER,
+                                      "notes": "Calls made from the admin's playground."})
+    return row
+
+
+def session_key(admin, user):
+    """The key kept in this admin's session, if it is still theirs and usable."""
+    token = session.get(SESSION_KEY)
+    text = crypto.decrypt(token) if isinstance(token, str) else ""
+    try:
+        saved = json.loads(text) if text else None
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict) or saved.get("admin") != admin.id:
+        return None
+    keys = BY_NAME["keys"].model
+    row = keys.get_or_none(keys.id == saved.get("id"))
+    if row is None or not row.active or row.user != user.id:
+        return None
+    return saved.get("key")
+
+
+def new_playground_key(admin, user):
+    """A fresh key for this admin; their earlier playground keys stop working."""
+    keys = BY_NAME["keys"]
+    row, revealed = records.save(keys, {"user": user.id, "label": key_label(admin)})
+    model = keys.model
+    earlier = model.select().where(model.user == user.id, model.label == key_label(admin),
+                                   model.active == True, model.id != row.id)
+    for old in earlier:
+        records.save(keys, {"active": False}, row=old)
+    session[SESSION_KEY] = crypto.encrypt(json.dumps({"admin": admin.id, "id": row.id,
+                                                      "key": revealed["key"]}))
+    return revealed["key"]
+
+
+def forget_session_key(*args, **kwargs):
+    """Each login starts without a playground key, so it gets a new one."""
+    session.pop(SESSION_KEY, None)
+
+
+user_logged_in.connect(forget_session_key)
+user_logged_out.connect(forget_session_key)
+
+
+def playground_key(admin):
+    """(user, full key) for this admin's playground, reused within a session."""
+    user = playground_user()
+    key = session_key(admin, user)
+    return user, key or new_playground_key(admin, user)
+
+
+# -- references and snippets --------------------------------------------------------------
+
+def choices():
+    """Active models (on active apis) and active prompts, as the proxy sees them."""
+    snap = current_app.extensions["promptproxy.catalog"].current()
+    models = [{"ref": m.name or m.id, "model": m.model, "api": snap.apis[m.api].name}
+              for m in snap.model_list]
+    prompts = [{"ref": p.name or p.id} for p in snap.prompt_list]
+    return models, prompts
+
+
+def quoted(ref):
+    """The reference as each snippet writes it (the page's script does the same)."""
+    as_json = json.dumps(ref, ensure_ascii=False)
+    return {"raw": ref, "json": as_json, "sh": as_json.replace("'", "'\\''")}
+
+
+class PlaygroundView(LoginRequired, BaseView):
+    @expose("/")
+    def index(self):
+        user, key = playground_key(current_user)
+        models, prompts = choices()
+        model_refs = [m["ref"] for m in models]
+        prompt_refs = [p["ref"] for p in prompts]
+        model = request.args.get("model")
+        model = model if model in model_refs else (model_refs[0] if model_refs else "")
+        prompt = request.args.get("prompt")
+        prompt = prompt if prompt in prompt_refs else ""
+        ref = f"{model}:{prompt}" if model and prompt else model
+        page = {"key": key, "endpoint": request.script_root + "/v1/chat/completions"}
+        response = current_app.make_response(self.render(
+            "promptproxy/playground.html", models=models, prompts=prompts, model=model, prompt=prompt,
+            ref=quoted(ref), base_url=public_base_url(), placeholder=KEY_PLACEHOLDER,
+            page=page, user=user, apis=BY_NAME["apis"].model.select().order_by(BY_NAME["apis"].model.name)))
+        response.headers["Cache-Control"] = "no-store"  # the page holds a live key
+        return response
+
+
+# -- test connection ------------------------------------------------------------------------
+
+_http = urllib3.PoolManager(ca_certs=certifi.where(), retries=False)
+
+
+class ConnectionFailed(Exception):
+    """A readable reason why the upstream's model list could not be read."""
+
+
+def list_upstream_models(api):
+    """The model ids the upstream offers: GET <base_url>/models with the api's key."""
+    secret = crypto.decrypt(api.api_key) if api.api_key else ""
+    headers = urllib3.HTTPHeaderDict({"Accept": "application/json"})
+    for name, value in (api.headers or {}).items():
+        headers[str(name)] = str(value)
+    if api.protocol == "anthropic":
+        if "anthropic-version" not in headers:
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        if secret:
+            headers["x-api-key"] = secret
+    elif secret:
+        headers["Authorization"] = "Bearer " + secret
+    url = api.base_url.rstrip("/") + "/models"
+    seconds = api.timeout or 60
+    try:
+        response = _http.request("GET", url, headers=headers, redirect=False, retries=False,
+                                 timeout=urllib3.Timeout(connect=seconds, read=seconds))
+    except NewConnectionError:
+        raise ConnectionFailed(f"Could not reach {url}: nothing answered there "
+                               "(is the server running, and is the base URL right?).") from None
+    except ConnectTimeoutError:
+        raise ConnectionFailed(f"Could not connect to {url} within {seconds} s.") from None
+    except ReadTimeoutError:
+        raise ConnectionFailed(f"{url} did not answer within {seconds} s (the api's timeout).") from None
+    except SSLError as exc:
+        raise ConnectionFailed(f"The TLS connection to {url} failed: {scrub(str(exc), secret)}") from None
+    except LocationValueError:
+        raise ConnectionFailed(f"The base URL {api.base_url} is not a valid URL.") from None
+    except ProtocolError:
+        raise ConnectionFailed(f"{url} closed the connection without a proper answer.") from None
+    except HTTPError as exc:
+        raise ConnectionFailed(f"Could not read {url} ({type(exc).__name__}).") from None
+    try:
+        data = json.loads(response.data)
+    except ValueError:
+        data = None
+    message = error_message(data)
+    if response.status in (401, 403):
+        raise ConnectionFailed(
+            f"The upstream refused the API key (HTTP {response.status})"
+            + (f": {scrub(message, secret)}" if message else ".")
+            + ("" if secret else " No API key is set for this api."))
+    if response.status == 404:
+        raise ConnectionFailed(f"{url} does not exist (HTTP 404). The base URL usually ends with /v1.")
+    if response.status >= 300:
+        raise ConnectionFailed(f"The upstream answered HTTP {response.status}"
+                               + (f": {scrub(message, secret)}" if message else "."))
+    if data is None:
+        kind = response.headers.get("Content-Type") or "no content type"
+        raise ConnectionFailed(f"{url} answered with something that is not JSON ({kind}).")
+    items = data.get("data") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ConnectionFailed(f"{url} answered JSON, but not a list of models.")
+    found = {}
+    for item in items:
+        about = ""
+        if isinstance(item, dict):
+            model_id, about = item.get("id"), item.get("display_name") or item.get("owned_by") or ""
+        else:
+            model_id = item
+        if isinstance(model_id, str) and model_id.strip():
+            found[model_id] = str(about)
+    return sorted(found.items(), key=lambda pair: pair[0].lower())
+
+
+def error_message(data):
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or "")
+    if isinstance(error, str):
+        return error
+    return str(data.get("message") or data.get("detail") or "") if isinstance(data, dict) else ""
+
+
+def scrub(text, secret):
+    """Never echo the api's key, whatever the upstream put in its message."""
+    text = text[:500]
+    return text.replace(secret, mask(secret)) if secret else text
+
+
+class ConnectionView(LoginRequired, BaseView):
+    def is_visible(self):
+        return False
+
+    def _api(self, api_id):
+        apis = BY_NAME["apis"].model
+        api = apis.get_or_none(apis.id == api_id)
+        if api is None:
+            abort(404)
+        return api
+
+    def _existing(self, api):
+        models = BY_NAME["models"].model
+        return {row.model: row for row in models.select().where(models.api == api.id)}
+
+    @expose("/")
+    def index(self):
+        return redirect(url_for("apis.index_view"))  # pick an api there
+
+    @expose("/<api_id>")
+    def check(self, api_id):
+        api = self._api(api_id)
+        started = time.perf_counter()
+        try:
+            upstream, error = list_upstream_models(api), None
+        except ConnectionFailed as failed:
+            upstream, error = [], str(failed)
+        elapsed = round((time.perf_counter() - started) * 1000)
+        return self.render("promptproxy/connection.html", api=api, upstream=upstream, error=error,
+                           existing=self._existing(api), elapsed=elapsed, url=api.base_url.rstrip("/") + "/models")
+
+    @expose("/<api_id>", methods=("POST",))
+    def add_models(self, api_id):
+        api = self._api(api_id)
+        existing = self._existing(api)
+        models = BY_NAME["models"]
+        wanted = list(dict.fromkeys(m.strip() for m in request.form.getlist("model") if m.strip()))
+        added, skipped, failed = [], [], []
+        for model_id in wanted:
+            if model_id in existing:
+                skipped.append(model_id)
+                continue
+            name_taken = models.model.select().where(models.model.name == model_id).exists()
+            try:
+                row, _ = records.save(models, {"api": api.id, "model": model_id,
+                                               "name": None if name_taken else model_id})
+            except records.RecordInvalid as invalid:
+                failed.append(f"{model_id} ({invalid})")
+                continue
+            existing[model_id] = row
+            added.append(model_id)
+        if not wanted:
+            flash("Select at least one model to add.", "warning")
+        if added:
+            flash(f"Added {len(added)} model{'s' * (len(added) != 1)}: {', '.join(added)}.", "success")
+        if skipped:
+            flash(f"Skipped {len(skipped)} already present: {', '.join(skipped)}.", "info")
+        if failed:
+            flash(f"Could not add: {'; '.join(failed)}.", "error")
+        return redirect(url_for(".check", api_id=api.id))
+
+
+class ApiView(CollectionView):
+    """The apis table, with a "Test connection" link on every row and details page."""
+
+    details_template = "promptproxy/api_details.html"
+    column_extra_row_actions: ClassVar[list] = [  # Flask-Admin wants a list
+        EndpointLinkRowAction("fa fa-plug", "connection.check", title="Test connection", id_arg="api_id")]
