@@ -13,7 +13,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from . import config as settings
-from . import crypto, superusers
+from . import crypto, stats, superusers
 from .catalog import Catalog
 from .collections import ALL
 from .db import db, open_database, upgrade
@@ -45,7 +45,8 @@ def create_app(overrides=None):
     )
 
     open_database(data_dir)
-    upgrade([superusers.Superuser] + [c.model for c in ALL])
+    upgrade([superusers.Superuser, stats.RequestStats] + [c.model for c in ALL])
+    stats.backfill()  # usage figures for requests recorded before the rollup existed
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
     from .admin import init_admin

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 
+from . import stats
 from .collections import BY_NAME
 from .db import db
 from .fields import new_id
@@ -90,6 +91,7 @@ class Recorder:
         db.connect(reuse_if_open=True)  # the writer keeps its own connection open
         with db.atomic():
             db.cursor().executemany(insert, rows)
+            stats.add(batch)
             for key_id, when in last_used.items():
                 keys.update(last_used=when).where(
                     (keys.id == key_id) & ((keys.last_used.is_null()) | (keys.last_used < when))).execute()

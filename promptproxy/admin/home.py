@@ -1,16 +1,25 @@
-"""The admin's front door at /_/: first-run set-up, login, logout and the home page."""
+"""The admin's front door at /_/: first-run set-up, login, logout and the home page,
+which is the usage dashboard (figures from /_/stats.json, charts drawn in the
+browser with the Chart.js copy under admin/static, so it works offline)."""
 
+import hashlib
 import hmac
+from functools import cache
+from pathlib import Path
 
-from flask import current_app, flash, redirect, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
+from flask.helpers import send_from_directory
 from flask_admin import AdminIndexView, expose
 from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo
 
-from .. import superusers
+from .. import stats, superusers
 from ..collections import ALL
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = {"chart.umd.min.js"}  # served at /_/assets/<name>, cached for a year
 
 
 class LoginForm(FlaskForm):
@@ -33,6 +42,15 @@ def safe_next(target):
     return None
 
 
+@cache
+def _content_hash(name):
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+
+
+def asset_url(name):
+    return url_for("admin.asset_view", filename=name, v=_content_hash(name))
+
+
 class HomeView(AdminIndexView):
     def is_visible(self):
         return current_user.is_authenticated
@@ -44,7 +62,31 @@ class HomeView(AdminIndexView):
                 return self.render("promptproxy/setup_pending.html")
             return redirect(url_for(".login_view"))
         tables = [(c, c.model.select().count()) for c in ALL]
-        return self.render("promptproxy/home.html", tables=tables)
+        return self.render("promptproxy/home.html", tables=tables, ranges=list(stats.RANGES),
+                           asset_url=asset_url)
+
+    @expose("/stats.json")
+    def stats_view(self):
+        """The dashboard's figures for ?range=24h|7d|30d."""
+        if not current_user.is_authenticated:
+            return jsonify(error="Log in to see usage."), 401
+        range_ = request.args.get("range", "24h")
+        if range_ not in stats.RANGES:
+            return jsonify(error=f"range must be one of {', '.join(stats.RANGES)}"), 400
+        response = jsonify(stats.summary(range_))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @expose("/assets/<filename>")
+    def asset_view(self, filename):
+        """Static files for the admin pages. URLs carry a content hash, so browsers
+        may keep them for a year."""
+        if filename not in ASSETS:
+            abort(404)
+        response = send_from_directory(STATIC, filename, max_age=365 * 24 * 3600)
+        response.cache_control.public = True
+        response.cache_control.immutable = True
+        return response
 
     @expose("/login", methods=("GET", "POST"))
     def login_view(self):

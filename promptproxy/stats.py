@@ -1,0 +1,318 @@
+"""Usage statistics for the dashboard: an hourly rollup of the requests table.
+
+Every batch of request rows the recorder writes is also added, in the same
+transaction, to `_request_stats`: one row per (hour, user, model, prompt, api)
+with the number of requests, of errors (status >= 400), input and output tokens,
+and a latency histogram over fixed, log-spaced bins. The dashboard reads only this
+table, so its cost does not grow with the number of requests.
+
+Besides those detail rows the table keeps, for every hour, roll-up rows in which
+the other dimensions are `ALL` ("*", which no record id can be): one for the hour
+as a whole, (hour, "*", "*", "*", "*"), and one per user (hour, user, "*", "*",
+"*"), per model, per prompt and per api. They are written by the same statement
+as the detail rows and let `summary` read a few dozen rows per hour instead of
+every combination of user, model, prompt and api that occurred. Sum detail rows
+(`DETAIL`) or one kind of roll-up, never the whole table.
+
+Times are UTC; `hour` is hours since the Unix epoch. Ids are kept as they are,
+so deleting a user or a model leaves its history (it shows as its id); "" means
+the request had none (no prompt, or a model that could not be resolved).
+"""
+
+import datetime as dt
+import math
+from bisect import bisect_right
+from contextlib import nullcontext
+from operator import add as _add
+
+import peewee
+
+from .collections import BY_NAME
+from .db import BaseModel, db
+
+ALL = "*"
+DIMENSIONS = ("user", "model", "prompt", "api")
+COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
+
+# Latency histogram: bin 0 is [0, 10 ms), bin i is [EDGES[i-1], EDGES[i]), the last
+# bin is [300 s, inf). Log-spaced, so each bin is about 60% wider than the one before.
+BINS = 24
+EDGES = tuple(round(10 * (300_000 / 10) ** (i / (BINS - 2))) for i in range(BINS - 1))
+LATENCY = tuple(f"lat{i}" for i in range(BINS))
+VALUES = COUNTS + LATENCY  # the summed columns, in this order everywhere below
+WIDTH = len(VALUES)
+
+RANGES = {  # range -> (bucket size in hours, number of buckets)
+    "24h": (1, 24),
+    "7d": (6, 28),
+    "30d": (24, 30),
+}
+TOP = 10
+_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
+
+
+class RequestStats(BaseModel):
+    hour = peewee.IntegerField()
+    user = peewee.TextField(default="")
+    model = peewee.TextField(default="")
+    prompt = peewee.TextField(default="")
+    api = peewee.TextField(default="")
+    requests = peewee.IntegerField(default=0)
+    errors = peewee.IntegerField(default=0)
+    input_tokens = peewee.IntegerField(default=0)
+    output_tokens = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "_request_stats"
+        primary_key = peewee.CompositeKey("hour", *DIMENSIONS)
+        without_rowid = True
+
+
+for _name in LATENCY:
+    RequestStats._meta.add_field(_name, peewee.IntegerField(default=0))
+del _name
+
+TABLE = RequestStats._meta.table_name
+ROLLUPS_INDEX = TABLE + "_rollups"
+# Every roll-up row has "*" as its user or its model; detail rows never do.
+IS_ROLLUP = "(\"user\" = '*' OR \"model\" = '*')"
+DETAIL = "(\"user\" != '*' AND \"model\" != '*')"
+RequestStats.add_index(RequestStats.index(RequestStats.hour, name=ROLLUPS_INDEX).where(
+    (RequestStats.user == ALL) | (RequestStats.model == ALL)))
+
+
+def _quoted(names):
+    return ", ".join(f'"{n}"' for n in names)
+
+
+KEY = ("hour",) + DIMENSIONS
+UPSERT = (f'INSERT INTO "{TABLE}" ({_quoted(KEY + VALUES)}) '
+          f'VALUES ({", ".join("?" * (len(KEY) + WIDTH))}) '
+          f'ON CONFLICT ({_quoted(KEY)}) DO UPDATE SET '
+          + ", ".join(f'"{c}" = "{c}" + excluded."{c}"' for c in VALUES))
+
+
+# -- writing --------------------------------------------------------------------
+
+def _hour(created):
+    """Hours since the epoch of a naive UTC datetime (or its ISO text)."""
+    try:
+        return (created.toordinal() - _EPOCH_DAY) * 24 + created.hour
+    except AttributeError:
+        created = dt.datetime.fromisoformat(str(created).rstrip("Z"))
+        return (created.toordinal() - _EPOCH_DAY) * 24 + created.hour
+
+
+def add(rows):
+    """Add a batch of request rows (dicts as the recorder builds them) to the rollup:
+    aggregated here, then one prepared UPSERT run with executemany. Runs inside the
+    caller's transaction when there is one (the recorder's), else in its own."""
+    groups = {}
+    get = groups.get
+    for row in rows:
+        hour = _hour(row["created"])
+        user, model = row.get("user") or "", row.get("model") or ""
+        prompt, api = row.get("prompt") or "", row.get("api") or ""
+        error = 1 if (row.get("status") or 0) >= 400 else 0
+        input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
+        latency = row.get("latency_ms")
+        slot = None if latency is None else 4 + bisect_right(EDGES, latency)
+        for key in ((hour, user, model, prompt, api), (hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL),
+                    (hour, ALL, model, ALL, ALL), (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
+            values = get(key)
+            if values is None:
+                values = groups[key] = [0] * WIDTH
+            values[0] += 1
+            values[1] += error
+            values[2] += input_tokens
+            values[3] += output_tokens
+            if slot is not None:
+                values[slot] += 1
+    if not groups:
+        return
+    params = [(*key, *values) for key, values in groups.items()]
+    if db.in_transaction():
+        db.cursor().executemany(UPSERT, params)
+    else:
+        with db.atomic():
+            db.cursor().executemany(UPSERT, params)
+
+
+def _with_rollups(groups):
+    """Rows for detail groups {key: values}, followed by their roll-ups."""
+    parts = {}
+    for (hour, user, model, prompt, api), values in groups.items():
+        for key in ((hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL), (hour, ALL, model, ALL, ALL),
+                    (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
+            parts.setdefault(key, []).append(values)
+    return [(*key, *values) for key, values in groups.items()] + \
+           [(*key, *map(sum, zip(*many))) for key, many in parts.items()]
+
+
+def _rebuild_query():
+    requests = BY_NAME["requests"].model._meta.table_name
+    bins = []
+    for i in range(BINS):
+        low = f'"latency_ms" >= {EDGES[i - 1]}' if i else None
+        high = f'"latency_ms" < {EDGES[i]}' if i < BINS - 1 else None
+        bins.append(f"COUNT(CASE WHEN {' AND '.join(c for c in (low, high) if c)} THEN 1 END)")
+    # The hour is cut from the text: strftime() rounds to the millisecond, which would
+    # move 12:59:59.9999 into the next hour.
+    return ("SELECT CAST(strftime('%s', substr(\"created\", 1, 13) || ':00:00') AS INTEGER) / 3600 AS h, "
+            + ", ".join(f'COALESCE("{d}", \'\')' for d in DIMENSIONS) + ", "
+            "COUNT(*), COUNT(CASE WHEN \"status\" >= 400 THEN 1 END), "
+            "COALESCE(SUM(\"input_tokens\"), 0), COALESCE(SUM(\"output_tokens\"), 0), "
+            + ", ".join(bins)
+            + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5 ORDER BY 1')
+
+
+def rebuild():
+    """Recompute the whole rollup from the requests table (one GROUP BY query),
+    replacing what was there. Returns the number of request rows counted."""
+    counted = 0
+    with db.atomic():
+        db.execute_sql(f'DELETE FROM "{TABLE}"')
+        hour, groups = None, {}
+        for row in db.execute_sql(_rebuild_query()):
+            if row[0] != hour and groups:
+                db.cursor().executemany(UPSERT, _with_rollups(groups))  # one hour at a time
+                groups = {}
+            hour = row[0]
+            groups[row[:5]] = list(row[5:])
+            counted += row[5]
+        if groups:
+            db.cursor().executemany(UPSERT, _with_rollups(groups))
+    return counted
+
+
+def backfill():
+    """At start-up: fill an empty rollup from requests recorded before it existed.
+    The write lock is taken first, so of several workers starting at once only one
+    rebuilds, and no batch is counted twice."""
+    requests = BY_NAME["requests"].model
+    with db.connection_context(), db.atomic("IMMEDIATE"):
+        if RequestStats.select().exists() or not requests.select().exists():
+            return 0
+        return rebuild()
+
+
+# -- reading --------------------------------------------------------------------
+
+def percentile(histogram, q):
+    """Estimate the q-quantile (0 < q < 1) in ms from a latency histogram: find the
+    bin holding the nearest-rank value and interpolate inside it (geometrically, as
+    the bins are), so the estimate is always within that bin's width of the truth."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if i == BINS - 1:
+                return float(EDGES[-1])  # open-ended: at least this
+            low, high = (EDGES[i - 1] if i else 0), EDGES[i]
+            fraction = (rank - seen - 0.5) / count
+            value = low + (high - low) * fraction if low == 0 else low * (high / low) ** fraction
+            return round(value, 1)
+        seen += count
+    return None  # unreachable
+
+
+def bin_of(latency_ms):
+    """The (low, high) edges in ms of the bin that holds this latency."""
+    i = bisect_right(EDGES, latency_ms)
+    return (EDGES[i - 1] if i else 0), (EDGES[i] if i < BINS - 1 else math.inf)
+
+
+def _window(range_, now):
+    try:
+        size, count = RANGES[range_]
+    except KeyError:
+        raise ValueError(f"range must be one of {', '.join(RANGES)}") from None
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    current = _hour(now)
+    last = current - current % size
+    first = last - (count - 1) * size
+    return size, count, first, last + size
+
+
+def _iso(hour):
+    return dt.datetime.fromtimestamp(hour * 3600, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _counts(requests, errors, input_tokens, output_tokens):
+    return {"requests": requests, "errors": errors, "input_tokens": input_tokens,
+            "output_tokens": output_tokens, "tokens": input_tokens + output_tokens}
+
+
+def _latency(histogram):
+    return {"p50_ms": percentile(histogram, 0.50), "p95_ms": percentile(histogram, 0.95)}
+
+
+def _names(dimension, ids):
+    """Record titles for ids; ids of deleted records map to None."""
+    collection = BY_NAME[dimension + "s"]
+    wanted = [i for i in ids if i]
+    if not wanted:
+        return {}
+    model = collection.model
+    return {row.id: collection.title(row) for row in model.select().where(model.id.in_(wanted))}
+
+
+_SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
+_ROLLUPS_IN_RANGE = (f'FROM "{TABLE}" INDEXED BY "{ROLLUPS_INDEX}" '
+                     f'WHERE {IS_ROLLUP} AND "hour" >= ? AND "hour" < ?')
+_WHOLE_HOUR = "\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"api\" = '*'"
+# (hour - start) / size numbers the buckets from 0; the hour's own roll-up rows only
+_SERIES = f'SELECT ("hour" - ?) / ?, {_SUMS} {_ROLLUPS_IN_RANGE} AND {_WHOLE_HOUR} GROUP BY 1'
+# every per-user, per-model, per-prompt and per-api roll-up, summed over the range
+_BY_DIMENSION = (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_ROLLUPS_IN_RANGE} AND NOT ({_WHOLE_HOUR}) '
+                 f"GROUP BY 1, 2, 3, 4")
+
+
+def summary(range_="24h", now=None):
+    """The dashboard's figures for the last 24 hours, 7 days or 30 days (UTC buckets
+    of 1, 6 or 24 hours ending with the current one), as a JSON-able dict."""
+    size, count, start, end = _window(range_, now)
+    with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():  # one snapshot
+        buckets = {row[0]: row[1:] for row in db.execute_sql(_SERIES, (start, size, start, end))}
+        by = {d: [] for d in DIMENSIONS}
+        for row in db.execute_sql(_BY_DIMENSION, (start, end)):
+            for i, dimension in enumerate(DIMENSIONS):
+                if row[i] != ALL:
+                    by[dimension].append((row[i], row[4:]))
+                    break
+        any_ever = bool(db.execute_sql(f'SELECT 1 FROM "{TABLE}" LIMIT 1').fetchone())
+        breakdowns = {d: _breakdown(d, by[d]) for d in DIMENSIONS}
+
+    series, totals = [], [0] * WIDTH
+    for i in range(count):
+        row = buckets.get(i) or (0,) * WIDTH
+        totals = list(map(_add, totals, row))
+        series.append({"start": _iso(start + i * size), **_counts(*row[:4]), **_latency(row[4:])})
+    error_rate = totals[1] / totals[0] if totals[0] else 0.0
+    return {
+        "range": range_, "bucket_hours": size, "start": _iso(start), "end": _iso(end),
+        "has_requests": any_ever,
+        "totals": {**_counts(*totals[:4]), "error_rate": round(error_rate, 4), **_latency(totals[4:])},
+        "series": series,
+        "breakdowns": breakdowns,
+    }
+
+
+def _breakdown(dimension, rows):
+    """Top TOP ids by requests (ties by id) with their names, and the rest summed."""
+    rows.sort(key=lambda item: (-item[1][0], item[0]))
+    top, rest = rows[:TOP], rows[TOP:]
+    names = _names(dimension, [record_id for record_id, _ in top])
+    entries = []
+    for record_id, values in top:
+        name = names.get(record_id)
+        entries.append({"id": record_id, "name": name if name is not None else (record_id or "(none)"),
+                        "deleted": bool(record_id) and name is None,
+                        **_counts(*values[:4]), **_latency(values[4:])})
+    others = [0] * WIDTH
+    for _, values in rest:
+        others = list(map(_add, others, values))
+    return {"top": entries, "others": {"count": len(rest), **_counts(*others[:4])}}

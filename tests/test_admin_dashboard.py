@@ -1,0 +1,419 @@
+"""The usage dashboard: the hourly rollup written with every batch of request rows,
+its rebuild from the requests table, the figures the dashboard shows, and the pages."""
+
+import contextlib
+import datetime as dt
+import itertools
+import math
+import random
+import re
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+import openai
+import pytest
+
+from promptproxy import create_app, records, stats
+from promptproxy.collections import BY_NAME
+from promptproxy.db import db
+
+from .conftest import make_admin
+
+NOW = dt.datetime(2026, 3, 15, 13, 25, 7)  # mid-hour, mid-day: every bucket edge is exercised
+CHART = Path(stats.__file__).parent / "admin" / "static" / "chart.umd.min.js"
+
+
+# -- a realistic mix of request rows -------------------------------------------------
+
+@pytest.fixture
+def records_(app):
+    """Users (more than the top 10), apis, models and prompts, made as the admin makes them."""
+    def save(collection, **data):
+        return records.save(BY_NAME[collection], data)[0]
+
+    with db.connection_context():
+        users = [save("users", name=f"User {i:02d}", email=f"user{i:02d}@example.com") for i in range(13)]
+        apis = [save("apis", name=name, base_url="http://127.0.0.1:9/v1") for name in ("openai", "local")]
+        models = [save("models", api=apis[i % 2].id, model=f"m-{i}", name=f"model {i}") for i in range(4)]
+        prompts = [save("prompts", name=f"prompt {i}", instructions="Be brief.") for i in range(3)]
+    return {"users": users, "apis": apis, "models": models, "prompts": prompts}
+
+
+def mix(records_, count=1500, seed=7, now=NOW):
+    """Request rows as the proxy builds them: uneven users, models with their api or
+    none (an unknown model), prompts or none, errors of several kinds, missing usage,
+    latencies from 0 ms to past the last bin edge, and times over 40 days plus a few
+    on the edges of the dashboard's windows."""
+    rng = random.Random(seed)
+    users = records_["users"]
+    weights = [1 / (i + 1) for i in range(len(users))]
+    rows = []
+    times = [now - dt.timedelta(seconds=rng.uniform(0, 40 * 86400)) for _ in range(count)]
+    hour_start = now.replace(minute=0, second=0, microsecond=0)
+    times += [hour_start, hour_start - dt.timedelta(hours=23), hour_start - dt.timedelta(hours=23, microseconds=1),
+              now + dt.timedelta(hours=2)]  # clocks drift: a row from the future is kept but not shown
+    for created in times:
+        model = rng.choice(records_["models"] + [None])
+        status = rng.choice([200] * 12 + [400, 404, 429, 499, 500, 502])
+        latency = rng.choice([None, 0, 3, 10, 11, 299_999, 300_000, 1_000_000] +
+                             [round(rng.lognormvariate(6.5, 1.2)) for _ in range(20)])
+        rows.append({
+            "created": created, "user": rng.choices(users, weights)[0].id, "key": None,
+            "api": model.api if model else None, "model": model.id if model else None,
+            "prompt": (rng.choice(records_["prompts"]).id if rng.random() < 0.6 else None),
+            "model_ref": "x", "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5,
+            "status": status, "input_tokens": rng.choice([None, rng.randrange(1, 5000)]),
+            "output_tokens": rng.choice([None, rng.randrange(0, 2000)]),
+            "latency_ms": latency,
+        })
+    rng.shuffle(rows)  # batches need not be in time order
+    return rows
+
+
+def record(app, rows):
+    """Through the recorder, as the proxy does: batches of up to 500 rows."""
+    recorder = app.extensions["promptproxy.recorder"]
+    for row in rows:
+        recorder.record(dict(row))
+    recorder.flush()
+
+
+def stored_requests():
+    model = BY_NAME["requests"].model
+    with db.connection_context():
+        return list(model.select().dicts())
+
+
+def table():
+    with db.connection_context():
+        cursor = db.execute_sql(f'SELECT * FROM "{stats.TABLE}" ORDER BY "hour", "user", "model", "prompt", "api"')
+        columns = [c[0] for c in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor]
+
+
+# -- the expected figures, computed the slow, obvious way ----------------------------
+
+def epoch_hour(created):
+    return int(created.replace(tzinfo=dt.timezone.utc).timestamp()) // 3600
+
+
+def bin_index(latency):
+    for i, edge in enumerate(stats.EDGES):
+        if latency < edge:
+            return i
+    return stats.BINS - 1
+
+
+def expected_detail(rows):
+    groups = defaultdict(lambda: dict.fromkeys(stats.VALUES, 0))
+    for row in rows:
+        key = (epoch_hour(row["created"]),) + tuple(row[d] or "" for d in stats.DIMENSIONS)
+        g = groups[key]
+        g["requests"] += 1
+        g["errors"] += (row["status"] or 0) >= 400
+        g["input_tokens"] += row["input_tokens"] or 0
+        g["output_tokens"] += row["output_tokens"] or 0
+        if row["latency_ms"] is not None:
+            g[f"lat{bin_index(row['latency_ms'])}"] += 1
+    return {key: dict(values) for key, values in groups.items()}
+
+
+def split(rollup):
+    detail, rollups = {}, {}
+    for row in rollup:
+        key = (row["hour"],) + tuple(row[d] for d in stats.DIMENSIONS)
+        values = {c: row[c] for c in stats.VALUES}
+        (rollups if stats.ALL in key[1:] else detail)[key] = values
+    return detail, rollups
+
+
+def true_percentile(latencies, q):
+    ordered = sorted(latencies)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def assert_close_to(estimate, latencies, q):
+    """The histogram estimate is within the width of the bin holding the true value."""
+    if not latencies:
+        assert estimate is None
+        return
+    truth = true_percentile(latencies, q)
+    low, high = stats.bin_of(truth)
+    if math.isinf(high):
+        assert estimate == low
+    else:
+        assert abs(estimate - truth) <= high - low, (q, estimate, truth, (low, high))
+        assert low <= estimate <= high
+
+
+def in_window(rows, range_, now=NOW):
+    size, count = stats.RANGES[range_]
+    current = epoch_hour(now)
+    first = current - current % size - (count - 1) * size
+    chosen = defaultdict(list)
+    for row in rows:
+        index = (epoch_hour(row["created"]) - first) // size
+        if 0 <= index < count:
+            chosen[index].append(row)
+    return first, size, count, chosen
+
+
+def figures(rows):
+    latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
+    inp = sum(r["input_tokens"] or 0 for r in rows)
+    out = sum(r["output_tokens"] or 0 for r in rows)
+    return {"requests": len(rows), "errors": sum((r["status"] or 0) >= 400 for r in rows),
+            "input_tokens": inp, "output_tokens": out, "tokens": inp + out}, latencies
+
+
+# -- the rollup ----------------------------------------------------------------
+
+def test_rollup_matches_the_request_rows(app, records_):
+    record(app, mix(records_))
+    raw = stored_requests()
+    assert len(raw) == 1504
+    detail, rollups = split(table())
+    assert detail == expected_detail(raw)
+
+    # Each roll-up is the sum of its detail rows: the hour, and per user, model, prompt, api.
+    sums = defaultdict(lambda: dict.fromkeys(stats.VALUES, 0))
+    for (hour, user, model, prompt, api), values in detail.items():
+        for key in ((hour, "*", "*", "*", "*"), (hour, user, "*", "*", "*"), (hour, "*", model, "*", "*"),
+                    (hour, "*", "*", prompt, "*"), (hour, "*", "*", "*", api)):
+            for column, value in values.items():
+                sums[key][column] += value
+    assert rollups == {key: dict(values) for key, values in sums.items()}
+
+
+def test_history_keeps_a_deleted_users_id(app, records_):
+    record(app, mix(records_, count=400))
+    gone = records_["users"][0]
+    before = table()
+    with db.connection_context():
+        records.delete(BY_NAME["users"], gone)
+    assert table() == before  # deleting a record leaves its history alone
+    record(app, mix(records_, count=100, seed=8))  # calls of the user that were under way
+
+    raw = stored_requests()
+    detail, _ = split(table())
+    assert detail == expected_detail(raw)
+    assert any(key[1] == gone.id for key in detail)
+
+    summary = stats.summary("30d", now=NOW)
+    top = {e["id"]: e for e in summary["breakdowns"]["user"]["top"]}
+    assert top[gone.id]["name"] == gone.id and top[gone.id]["deleted"] is True
+    _, _, _, chosen = in_window(raw, "30d")
+    assert top[gone.id]["requests"] == sum(r["user"] == gone.id for rows in chosen.values() for r in rows)
+    kept = records_["users"][1]
+    assert top[kept.id]["name"] == "User 01" and top[kept.id]["deleted"] is False
+
+
+def test_rebuild_equals_the_incremental_rollup(app, records_):
+    record(app, mix(records_))
+    incremental = table()
+    with db.connection_context():
+        assert stats.rebuild() == 1504
+    assert table() == incremental
+
+
+def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
+    record(app, mix(records_, count=600))
+    incremental = table()
+    app.extensions["promptproxy.recorder"].stop()
+    db.close()
+    with contextlib.closing(sqlite3.connect(data_dir / "data.db")) as conn:  # as before the rollup
+        conn.execute(f'DROP TABLE "{stats.TABLE}"')
+        conn.commit()
+
+    again = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
+    try:
+        assert table() == incremental
+        with db.connection_context():
+            assert stats.backfill() == 0  # not empty any more: left alone
+        assert table() == incremental
+    finally:
+        again.extensions["promptproxy.recorder"].stop()
+
+
+def test_add_runs_in_its_own_transaction_when_called_alone(app):
+    with db.connection_context():
+        stats.add([{"created": NOW, "user": "u1", "status": 500, "latency_ms": 12, "input_tokens": 5}])
+        stats.add([])
+    detail, rollups = split(table())
+    hour = epoch_hour(NOW)
+    assert detail == {(hour, "u1", "", "", ""): {**dict.fromkeys(stats.VALUES, 0), "requests": 1, "errors": 1,
+                                                 "input_tokens": 5, "lat1": 1}}
+    assert len(rollups) == 5
+
+
+# -- the summary ----------------------------------------------------------------
+
+@pytest.mark.parametrize("range_", ["24h", "7d", "30d"])
+def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
+    rows = mix(records_, count=2500)
+    record(app, rows)
+    summary = stats.summary(range_, now=NOW)
+    first, size, count, chosen = in_window(rows, range_)
+    assert summary["range"] == range_ and summary["bucket_hours"] == size and summary["has_requests"]
+    assert summary["start"] == dt.datetime.fromtimestamp(first * 3600, dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    window = [row for bucket in chosen.values() for row in bucket]
+    assert window and len(window) < len(rows)
+
+    counts, latencies = figures(window)
+    totals = summary["totals"]
+    assert {k: totals[k] for k in counts} == counts
+    assert totals["error_rate"] == round(counts["errors"] / counts["requests"], 4)
+    assert_close_to(totals["p50_ms"], latencies, 0.50)
+    assert_close_to(totals["p95_ms"], latencies, 0.95)
+
+    assert len(summary["series"]) == count
+    for index, bucket in enumerate(summary["series"]):
+        start = dt.datetime.fromtimestamp((first + index * size) * 3600, dt.timezone.utc)
+        assert bucket["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        counts, latencies = figures(chosen.get(index, []))
+        assert {k: bucket[k] for k in counts} == counts, index
+        assert_close_to(bucket["p50_ms"], latencies, 0.50)
+        assert_close_to(bucket["p95_ms"], latencies, 0.95)
+
+    names = {"user": {u.id: u.name for u in records_["users"]},
+             "model": {m.id: m.name for m in records_["models"]},
+             "prompt": {p.id: p.name for p in records_["prompts"]},
+             "api": {a.id: a.name for a in records_["apis"]}}
+    for dimension in stats.DIMENSIONS:
+        groups = defaultdict(list)
+        for row in window:
+            groups[row[dimension] or ""].append(row)
+        ranked = sorted(groups, key=lambda i: (-len(groups[i]), i))
+        block = summary["breakdowns"][dimension]
+        assert [e["id"] for e in block["top"]] == ranked[:10]
+        for entry in block["top"]:
+            counts, latencies = figures(groups[entry["id"]])
+            assert {k: entry[k] for k in counts} == counts
+            assert entry["name"] == (names[dimension][entry["id"]] if entry["id"] else "(none)")
+            assert entry["deleted"] is False
+            assert_close_to(entry["p50_ms"], latencies, 0.50)
+        rest = [row for i in ranked[10:] for row in groups[i]]
+        counts, _ = figures(rest)
+        assert block["others"] == {"count": len(ranked[10:]), **counts}
+    assert summary["breakdowns"]["user"]["others"]["count"] > 0  # 13 users: the top 10 and the rest
+
+
+def test_summary_with_no_requests(app):
+    for range_, (size, count) in stats.RANGES.items():
+        summary = stats.summary(range_)
+        assert summary["has_requests"] is False
+        assert summary["totals"] == {"requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
+                                     "tokens": 0, "error_rate": 0.0, "p50_ms": None, "p95_ms": None}
+        assert len(summary["series"]) == count
+        assert all(b["requests"] == 0 and b["p95_ms"] is None for b in summary["series"])
+        assert all(block == {"top": [], "others": {"count": 0, "requests": 0, "errors": 0, "input_tokens": 0,
+                                                   "output_tokens": 0, "tokens": 0}}
+                   for block in summary["breakdowns"].values())
+
+
+def test_summary_rejects_an_unknown_range(app):
+    with pytest.raises(ValueError):
+        stats.summary("1y")
+
+
+def test_percentile_estimates_stay_within_a_bin(app):
+    rng = random.Random(3)
+    for _ in range(200):
+        latencies = [round(rng.lognormvariate(rng.uniform(2, 11), rng.uniform(0.1, 2)))
+                     for _ in range(rng.randrange(1, 60))]
+        histogram = [0] * stats.BINS
+        for latency in latencies:
+            histogram[bin_index(latency)] += 1
+        for q in (0.5, 0.95, 0.99):
+            assert_close_to(stats.percentile(histogram, q), latencies, q)
+
+
+def test_bin_edges_are_log_spaced(app):
+    edges = stats.EDGES
+    assert len(edges) == stats.BINS - 1 and len(stats.LATENCY) == stats.BINS
+    assert edges[0] == 10 and edges[-1] == 300_000
+    ratios = [b / a for a, b in itertools.pairwise(edges)]
+    assert max(ratios) / min(ratios) < 1.1
+
+
+# -- calls through the proxy show up ------------------------------------------------
+
+def test_calls_through_the_proxy_are_counted(gateway, admin):
+    client = gateway.client()
+    client.chat.completions.create(model="gpt:pirate", messages=[{"role": "user", "content": "hi"}])
+    client.chat.completions.create(model="llama3:8b", messages=[{"role": "user", "content": "hello you"}])
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    rows = gateway.rows(3)
+
+    data = admin.get("/_/stats.json?range=24h").json
+    totals = data["totals"]
+    assert totals["requests"] == 3 and totals["errors"] == 1
+    assert totals["input_tokens"] == sum(r.input_tokens or 0 for r in rows)
+    assert totals["output_tokens"] == sum(r.output_tokens or 0 for r in rows) > 0
+    assert totals["p50_ms"] is not None
+    assert data["series"][-1]["requests"] == 3
+    by = data["breakdowns"]
+    assert [(e["name"], e["requests"]) for e in by["user"]["top"]] == [("Tom", 3)]
+    assert sorted((e["name"], e["requests"], e["errors"]) for e in by["model"]["top"]) == [
+        ("(none)", 1, 1), ("gpt", 1, 0), ("llama3:8b", 1, 0)]
+    assert sorted((e["name"], e["requests"]) for e in by["prompt"]["top"]) == [("(none)", 2), ("pirate", 1)]
+
+
+# -- the pages ----------------------------------------------------------------------
+
+def test_the_dashboard_and_its_figures_need_a_login(client, app):
+    assert client.get("/_/stats.json").status_code == 401
+    make_admin()
+    response = client.get("/_/")
+    assert response.status_code == 302 and "/_/login" in response.headers["Location"]
+    assert client.get("/_/stats.json?range=7d").status_code == 401
+
+
+def test_the_dashboard_renders(admin):
+    html = admin.get("/_/").get_data(as_text=True)
+    assert 'id="tables"' in html and 'id="dashboard"' in html
+    for element in ("total-requests", "total-errors", "total-tokens", "total-p50", "total-p95",
+                    "chart-requests", "chart-tokens", "chart-latency",
+                    "top-user", "top-model", "top-prompt", "top-api", "dash-empty"):
+        assert f'id="{element}"' in html, element
+    assert [m for m in re.findall(r'data-range="([^"]+)"', html)] == ["24h", "7d", "30d"]
+    for table in ("users", "keys", "apis", "models", "prompts", "requests"):
+        assert f'href="/_/{table}/"' in html
+    assert html.count("New record") == 5  # every table but the read-only request log
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', html)
+    assert scripts and all(src.startswith("/") for src in scripts)  # nothing from elsewhere
+    assert re.search(r'<script[^>]*src="/_/assets/chart\.umd\.min\.js\?v=[0-9a-f]+"', html)
+
+
+@pytest.mark.parametrize("range_", ["24h", "7d", "30d"])
+def test_stats_json(admin, range_):
+    response = admin.get(f"/_/stats.json?range={range_}")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    data = response.json
+    assert data["range"] == range_ and data["totals"]["requests"] == 0
+    assert len(data["series"]) == stats.RANGES[range_][1]
+    assert set(data["breakdowns"]) == {"user", "model", "prompt", "api"}
+
+
+def test_stats_json_defaults_to_a_day_and_refuses_other_ranges(admin):
+    assert admin.get("/_/stats.json").json["range"] == "24h"
+    response = admin.get("/_/stats.json?range=1y")
+    assert response.status_code == 400 and "24h" in response.json["error"]
+
+
+def test_chart_js_is_served_from_promptproxy(client):
+    response = client.get("/_/assets/chart.umd.min.js?v=1")
+    assert response.status_code == 200
+    assert response.mimetype in ("text/javascript", "application/javascript")
+    body = response.data
+    assert body == CHART.read_bytes()
+    header = body[:200].decode()
+    assert header.startswith("/*!\n * Chart.js v4.") and "Released under the MIT License" in header
+    cache = response.headers["Cache-Control"]
+    assert "max-age=31536000" in cache and "public" in cache
+    assert client.get("/_/assets/chart.umd.min.js.map").status_code == 404
+    assert client.get("/_/assets/..%2Fhome.py").status_code == 404
