@@ -20,8 +20,8 @@ test: $(BIN)/.installed  ## the whole suite, browser and load tests included
 test-fast: $(BIN)/.installed  ## everything but the slow tests
 	$(BIN)/python -m pytest -m "not slow"
 
-screenshots: $(BIN)/.installed  ## retake the README's screenshots into docs/img/
-	$(BIN)/python docs/screenshots.py docs/img
+screenshots: $(BIN)/.installed  ## retake the README's screenshots into docs/img/ (the browser test)
+	$(BIN)/python -m pytest tests/test_admin_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -417,3 +417,26 @@ def test_chart_js_is_served_from_promptproxy(client):
     assert "max-age=31536000" in cache and "public" in cache
     assert client.get("/_/assets/chart.umd.min.js.map").status_code == 404
     assert client.get("/_/assets/..%2Fhome.py").status_code == 404
+
+
+def test_a_fresh_install_shows_the_setup_steps_still_missing(admin):
+    from promptproxy import records
+    from promptproxy.collections import BY_NAME
+    from promptproxy.db import db
+
+    page = admin.get("/_/").get_data(as_text=True)
+    assert 'id="setup-steps"' in page
+    for table in ("users", "keys", "apis", "models", "prompts"):
+        assert f'data-step="{table}" data-done="no"' in page
+        assert f'href="/_/{table}/new/' in page
+    with db.connection_context():
+        records.save(BY_NAME["users"], {"name": "Tom"})
+    page = admin.get("/_/").get_data(as_text=True)
+    assert 'data-step="users" data-done="yes"' in page and 'data-step="keys" data-done="no"' in page
+    with db.connection_context():
+        tom = BY_NAME["users"].model.get()
+        records.save(BY_NAME["keys"], {"user": tom.id})
+        api, _ = records.save(BY_NAME["apis"], {"name": "Local", "base_url": "http://127.0.0.1:9/v1"})
+        records.save(BY_NAME["models"], {"api": api.id, "model": "m"})
+        records.save(BY_NAME["prompts"], {"instructions": "Be brief."})
+    assert 'id="setup-steps"' not in admin.get("/_/").get_data(as_text=True)

@@ -51,6 +51,16 @@ def asset_url(name):
     return url_for("admin.asset_view", filename=name, v=_content_hash(name))
 
 
+# What a fresh install needs before its first answer, in the order the README walks it.
+SETUP_STEPS = [
+    ("users", "Add a user: someone who will call the gateway."),
+    ("keys", "Give that user a key."),
+    ("apis", "Add an upstream API (OpenAI, Ollama, vLLM, Anthropic, …) and test its connection."),
+    ("models", "Add a model on that API (or import them from Test connection)."),
+    ("prompts", "Store a system prompt, to call as <model>:<prompt>."),
+]
+
+
 class HomeView(AdminIndexView):
     def is_visible(self):
         return current_user.is_authenticated
@@ -62,8 +72,10 @@ class HomeView(AdminIndexView):
                 return self.render("promptproxy/setup_pending.html")
             return redirect(url_for(".login_view"))
         tables = [(c, c.model.select().count()) for c in ALL]
+        counts = {c.name: count for c, count in tables}
+        steps = [(name, what, counts[name] > 0) for name, what in SETUP_STEPS]
         return self.render("promptproxy/home.html", tables=tables, ranges=list(stats.RANGES),
-                           asset_url=asset_url)
+                           asset_url=asset_url, steps=steps if not all(done for *_, done in steps) else [])
 
     @expose("/stats.json")
     def stats_view(self):

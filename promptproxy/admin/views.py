@@ -94,8 +94,8 @@ def detail_cell(field):
             return Markup('<pre class="pp-pre">{}</pre>').format(json.dumps(value, indent=2, ensure_ascii=False))
         return format_json
     if isinstance(field, LongText):
-        return lambda view, context, row, name: Markup('<pre class="pp-pre">{}</pre>').format(
-            getattr(row, name) or "")
+        return lambda view, context, row, name: (
+            Markup('<pre class="pp-pre">{}</pre>').format(getattr(row, name)) if getattr(row, name) else "")
     return cell(field)
 
 

@@ -1,0 +1,173 @@
+"""The original README's whole story, as a new admin lives it, in a real browser
+(Debian's chromium, driven by Playwright) against the real server (`python app.py
+serve`) and a real upstream on 127.0.0.1: create the admin account, a user, a key,
+an api, a model and a prompt; stream an answer in the playground; call the proxy
+with the openai SDK; find that call on the dashboard and in the request explorer.
+No page may log a JavaScript error. The same run writes the README's screenshots
+into docs/img/."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .servers import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "docs" / "img"
+SETUP_LINK = re.compile(r"https?://\S+(/_/setup/[0-9a-f]+)")
+ADMIN = ("admin@example.com", "correct horse battery staple")
+TRANSLATOR = "Translate the user's message into English. Reply with the translation only."
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by .ci/run")]
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.errors = []
+        page.on("console", lambda message: message.type == "error" and page.errors.append(
+            f"{page.url}: {message.text}"))
+        page.on("pageerror", lambda error: page.errors.append(f"{page.url}: {error}"))
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def shot(page, name):
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def open_table(page, base, table):
+    page.goto(base + "/_/")
+    page.locator("#tables").get_by_role("link", name=table, exact=True).click()
+    page.wait_for_url(f"**/_/{table}/")
+
+
+def new_record(page, base, table):
+    open_table(page, base, table)
+    page.locator(f'a[href*="/_/{table}/new/"]').first.click()
+    page.wait_for_url(f"**/_/{table}/new/**")
+
+
+def save(page):
+    page.locator('input[type="submit"][value="Save"]').click()
+    page.wait_for_load_state("load")
+    assert "successfully" in page.locator(".alert-success").first.inner_text(), page.content()[:2000]
+
+
+def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
+    page = browser_page
+    server = served()
+    base = server.url
+    link = SETUP_LINK.search(server.log()).group(1)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    # A fresh server sends people to the link in its log; the link creates the admin.
+    page.goto(base + "/_/")
+    assert "set-up link" in page.content()
+    page.goto(base + link)
+    page.fill("#email", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.fill("#confirm", ADMIN[1])
+    page.get_by_role("button", name="Create admin").click()
+    page.wait_for_url("**/_/")
+    page.locator("#tables").wait_for()
+    shot(page, "tables.png")
+
+    # Tom, who will call the gateway.
+    new_record(page, base, "users")
+    page.fill("#name", "Tom")
+    page.fill("#email", "tom@example.com")
+    shot(page, "create_tom.png")
+    save(page)
+
+    # Tom's key, generated and shown once.
+    new_record(page, base, "keys")
+    page.select_option("#user", label="Tom")
+    page.fill("#label", "Tom's laptop")
+    page.check("#track")  # keep full bodies, to read them in the request explorer
+    shot(page, "create_key.png")
+    save(page)
+    key = page.locator("#revealed-key").input_value()
+    assert key.startswith("pp-") and f"{base}/v1" in page.locator("#reveal").inner_text()
+    shot(page, "create_api_key.png")
+
+    # The upstream: a local OpenAI-compatible server, with a key of its own.
+    new_record(page, base, "apis")
+    page.fill("#name", "Local")
+    page.fill("#base_url", upstream.base_url)
+    page.fill("#api_key", "sk-local-upstream-key-123456")
+    shot(page, "create_openai.png")
+    save(page)
+    assert "sk-local-upstream-key-123456" not in page.content()
+
+    # A model on that api, and the models table.
+    new_record(page, base, "models")
+    page.select_option("#api", label="Local")
+    page.fill("#model", "gpt-4o-mini")
+    page.fill("#name", "gpt-4o-mini")
+    shot(page, "create_model.png")
+    save(page)
+    shot(page, "existing_model.png")
+
+    # A stored prompt.
+    new_record(page, base, "prompts")
+    page.fill("#name", "translator")
+    page.fill("#instructions", TRANSLATOR)
+    shot(page, "prompt.png")
+    save(page)
+
+    # The playground streams an answer through the proxy.
+    page.goto(base + "/_/playground/")
+    page.select_option("#pg-model", label="gpt-4o-mini")
+    page.select_option("#pg-prompt", label="translator")
+    page.fill("#pg-input", "Ma voiture est en panne.")
+    page.get_by_role("button", name="Send").click()
+    page.locator("#pg-history").get_by_text("echo: Ma voiture est en panne.").wait_for()
+    assert "gpt-4o-mini:translator" in page.content()
+    shot(page, "playground.png")
+
+    # A client calls the proxy with the official SDK and Tom's key.
+    import openai
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model="gpt-4o-mini:translator",
+                                           messages=[{"role": "user", "content": "Hola mi nombre es Brian"}])
+    assert reply.choices[0].message.content == "echo: Hola mi nombre es Brian"
+    sent = upstream.requests[-1]
+    assert sent.json["messages"][0] == {"role": "system", "content": TRANSLATOR}
+    assert sent.headers["Authorization"] == "Bearer sk-local-upstream-key-123456"
+
+    # The dashboard counts both calls (rows are written in batches: reload until they are).
+    page.goto(base + "/_/")
+    page.wait_for_function("() => document.querySelector('#total-requests') && "
+                           "document.querySelector('#total-requests').textContent.trim() === '2'",
+                           polling=250)
+    assert "Tom" in page.locator("body").inner_text()
+    shot(page, "dashboard.png")
+
+    # The request explorer: filter to Tom, open the SDK call, read it.
+    open_table(page, base, "requests")
+    rows = page.locator("table.model-list tbody tr")
+    rows.filter(has_text="Tom").first.wait_for()
+    rows.filter(has_text="Tom").first.locator('a[title="View Record"]').click()
+    page.wait_for_url("**/_/requests/details/**")
+    details = page.locator("body").inner_text()
+    assert "gpt-4o-mini:translator" in details and "chat/completions" in details
+    shot(page, "request_details.png")
+
+    assert page.errors == []
