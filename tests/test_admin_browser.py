@@ -170,4 +170,23 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     assert "gpt-4o-mini:translator" in details and "chat/completions" in details
     shot(page, "request_details.png")
 
+    # Test connection lists the upstream's models, marking the one already added.
+    open_table(page, base, "apis")
+    page.locator('a[title="Test connection"]').first.click()
+    page.wait_for_url("**/_/connection/**")
+    assert "gpt-4o-mini" in page.locator("body").inner_text()
+
+    # Every other page an admin meets: each table, an edit form, the dashboard's other ranges.
+    for table in ("users", "keys", "apis", "models", "prompts", "requests"):
+        open_table(page, base, table)
+    open_table(page, base, "models")
+    page.locator('a[title="Edit Record"]').first.click()
+    page.wait_for_url("**/_/models/edit/**")
+    page.goto(base + "/_/")
+    for label in ("7 d", "30 d"):
+        page.get_by_role("button", name=label).click()
+        page.locator("#total-requests").wait_for()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/_/login**")
+
     assert page.errors == []
