@@ -108,14 +108,17 @@ class Limiter:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                used = {}
-                for kind, (subject, limit) in applied.items():
-                    if kind == "concurrency":
-                        used[kind] = self._inflight(subject)
-                    else:
-                        row = db.execute("SELECT used FROM windows WHERE subject = ? AND kind = ? AND window = ?",
-                                         (subject, kind, windows[kind])).fetchone()
-                        used[kind] = row[0] if row else 0
+                used = dict.fromkeys(applied, 0)
+                counted = [(subject, kind, windows[kind]) for kind, (subject, _) in applied.items()
+                           if kind != "concurrency"]
+                if counted:  # every window in one query
+                    values = ", ".join(["(?, ?, ?)"] * len(counted))
+                    for kind, count in db.execute(
+                            f"SELECT kind, used FROM windows WHERE (subject, kind, window) IN (VALUES {values})",
+                            [v for triple in counted for v in triple]):
+                        used[kind] = count
+                if "concurrency" in applied:
+                    used["concurrency"] = self._inflight(applied["concurrency"][0])
                 headers = self._headers(applied, used, to_minute, to_day)
                 for kind, (subject, limit) in applied.items():
                     if used[kind] >= limit:
@@ -141,12 +144,22 @@ class Limiter:
         """The call ended: it no longer counts as running, and its tokens count."""
         if ticket is None:
             return
+        running = "concurrency" in ticket.subjects
+        counted = "tpm" in ticket.subjects and tokens
+        if not (running or counted):
+            return
         with self._lock:
-            if "concurrency" in ticket.subjects:
-                self._db.execute("UPDATE inflight SET used = used - 1 WHERE subject = ? AND pid = ?",
-                                 (ticket.subjects["concurrency"], self.pid))
-            if "tpm" in ticket.subjects and tokens:
-                self._add(ticket.subjects["tpm"], "tpm", int(self.clock() // 60), tokens)
+            self._db.execute("BEGIN IMMEDIATE")  # one commit for both
+            try:
+                if running:
+                    self._db.execute("UPDATE inflight SET used = used - 1 WHERE subject = ? AND pid = ?",
+                                     (ticket.subjects["concurrency"], self.pid))
+                if counted:
+                    self._add(ticket.subjects["tpm"], "tpm", int(self.clock() // 60), tokens)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def _add(self, subject, kind, window, amount):
         self._db.execute("INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT (subject, kind, window) "
