@@ -292,29 +292,8 @@ class _Handler(base._Handler):
             ("message_stop", {"type": "message_stop"})]
 
     def _stream_events(self, status, events, behaviour):
-        """FakeUpstream._stream's timing and framing, with Anthropic's
-        ``event:``/``data:`` pairs and no [DONE]."""
-        chunked = behaviour.get("framing", "chunked") == "chunked"
-        headers = {"Content-Type": "text/event-stream; charset=utf-8",
-                   "Cache-Control": "no-cache"}
-        if chunked:
-            headers["Transfer-Encoding"] = "chunked"
-        else:
-            headers["Connection"] = "close"
-        self._send_headers(status, headers)
-        for i, (event, data) in enumerate(events):
-            if self.drop_after is not None and i >= self.drop_after:
-                raise base._Stop
-            if i >= 1:
-                if i - 1 < len(self.gates):
-                    self._hold(self.gates[i - 1])
-                if self.delay:
-                    self._hold(None, self.delay)
-            self._check_client()
-            payload = f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
-            self._write(b"%x\r\n%s\r\n" % (len(payload), payload) if chunked else payload)
-        if self.drop_after is not None and self.drop_after >= len(events):
-            raise base._Stop
-        if chunked:
-            self._write(b"0\r\n\r\n")
+        """FakeUpstream's event stream, with Anthropic's ``event:``/``data:`` pairs
+        and no [DONE]."""
+        encoded = [f"event: {event}\ndata: {json.dumps(data)}\n\n".encode() for event, data in events]
+        self._send_sse(status, encoded, behaviour, "text/event-stream; charset=utf-8")
 

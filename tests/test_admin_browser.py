@@ -7,7 +7,6 @@ No page may log a JavaScript error. The same run writes the README's screenshots
 into docs/img/."""
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest

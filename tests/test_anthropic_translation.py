@@ -21,7 +21,6 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from promptproxy import anthropic as tr
 from promptproxy.anthropic import TranslationError
 from tests.anthropic_upstream import AnthropicUpstream
-from tests.upstream import FakeUpstream
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
@@ -36,12 +35,6 @@ ANTHROPIC_WEATHER_TOOL = {"name": "get_weather", "description": "Current weather
 @pytest.fixture
 def server():
     with AnthropicUpstream() as upstream:
-        yield upstream
-
-
-@pytest.fixture
-def openai_server():
-    with FakeUpstream() as upstream:
         yield upstream
 
 
@@ -1142,23 +1135,23 @@ def test_openai_tool_call_through_anthropic_upstream(server):
     assert assemble(chunks).choices[0].finish_reason == "tool_calls"
 
 
-def test_anthropic_client_to_openai_upstream(openai_server, server, client):
+def test_anthropic_client_to_openai_upstream(upstream, server, client):
     """An Anthropic request, translated, answered by the OpenAI fake, and the
     translated stream read back by the official Anthropic SDK."""
     request = {"model": "gpt-4o-mini", "max_tokens": 64, "system": "be brief",
                "messages": [{"role": "user", "content": "hello there"}]}
-    url = f"{openai_server.base_url}/chat/completions"
+    url = f"{upstream.base_url}/chat/completions"
     answer = requests.post(url, json=tr.messages_to_chat(request), timeout=5).json()
     message = anthropic.types.Message.model_validate(tr.chat_to_message(answer, "gpt"))
     assert message.content[0].text == "echo: hello there"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (4, 3)
 
-    upstream = requests.post(url, json=tr.messages_to_chat({**request, "stream": True}),
+    streamed = requests.post(url, json=tr.messages_to_chat({**request, "stream": True}),
                              timeout=5)
-    assert openai_server.requests[-1].json["stream_options"] == {"include_usage": True}
+    assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
     translator = tr.ChatStreamToMessages("gpt")
     body = b""
-    for line in upstream.content.decode().split("\n\n"):
+    for line in streamed.content.decode().split("\n\n"):
         if line.startswith("data: ") and line != "data: [DONE]":
             body += b"".join(tr.sse(*event) for event in translator.feed(json.loads(line[6:])))
     body += b"".join(tr.sse(*event) for event in translator.finish())

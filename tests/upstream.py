@@ -557,15 +557,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(data)
 
     def _stream(self, status, events, behaviour):
+        payloads = [json.dumps(event) for event in events] + ["[DONE]"]
+        self._send_sse(status, [f"data: {payload}\n\n".encode() for payload in payloads], behaviour)
+
+    def _send_sse(self, status, encoded, behaviour, content_type="text/event-stream"):
+        """Send server-sent events (already encoded) with the scripted framing and
+        timing: gates, delay, drop_after, and a client that goes away."""
         chunked = behaviour.get("framing", "chunked") == "chunked"
-        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {"Content-Type": content_type, "Cache-Control": "no-cache"}
         if chunked:
             headers["Transfer-Encoding"] = "chunked"
         else:
             headers["Connection"] = "close"   # send_header also sets close_connection
         self._send_headers(status, headers)
-        payloads = [json.dumps(event) for event in events] + ["[DONE]"]
-        for i, payload in enumerate(payloads):
+        for i, data in enumerate(encoded):
             if self.drop_after is not None and i >= self.drop_after:
                 raise _Stop
             if i >= 1:
@@ -574,9 +579,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.delay:
                     self._hold(None, self.delay)
             self._check_client()
-            data = f"data: {payload}\n\n".encode()
             self._write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-        if self.drop_after is not None and self.drop_after >= len(payloads):
+        if self.drop_after is not None and self.drop_after >= len(encoded):
             raise _Stop   # everything sent, but no proper end of body
         if chunked:
             self._write(b"0\r\n\r\n")
