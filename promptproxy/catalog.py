@@ -6,6 +6,11 @@ Instead each worker keeps a snapshot and, at most every `ttl` seconds, reads one
 number: the change counter that every admin or API write bumps (see
 `db.bump_version`). When it moved, the snapshot is rebuilt. So an admin's edit
 (a revoked key, a new prompt) reaches every worker within `ttl` seconds.
+
+A miss is different: a key, model or prompt that the snapshot does not know may
+have been created a moment ago, by a script that now calls with it. So a miss
+asks for `fresh()`, which checks the counter at once, and the call sees its own
+writes, on any worker.
 """
 
 import threading
@@ -79,11 +84,23 @@ class Catalog:
         if self.clock() - self._checked < self.ttl:
             return self._snapshot
         with self._lock:
-            now = self.clock()
-            if now - self._checked >= self.ttl:
-                with connection():
-                    version = read_version()
-                    if version != self._snapshot.version:
-                        self._snapshot = load(version)
-                self._checked = now
+            if self.clock() - self._checked >= self.ttl:
+                self._refresh()
         return self._snapshot
+
+    def fresh(self):
+        """The snapshot as of now: the change counter is read whatever the TTL.
+        Callers that arrive while another one refreshes share its result."""
+        asked = self.clock()
+        with self._lock:
+            if self._checked <= asked:
+                self._refresh()
+        return self._snapshot
+
+    def _refresh(self):
+        now = self.clock()
+        with connection():
+            version = read_version()
+            if version != self._snapshot.version:
+                self._snapshot = load(version)
+        self._checked = now

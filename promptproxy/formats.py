@@ -97,10 +97,15 @@ class OpenAIRoute:
 
 
 def openai_reply(parsed):
-    choices = parsed.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    return message.get("content") or choice.get("text") or ""
+    """The first choice's text, for tracked keys; '' when the answer has none of
+    the expected shape (upstream answers are untrusted)."""
+    choices = parsed.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict):
+        return ""
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else choice.get("text")
+    return text if isinstance(text, str) else ""
 
 
 class OpenAIEvents:

@@ -7,15 +7,17 @@ Every call walks the same path, and this file reads top to bottom along it:
 The client sends `model: "<model>:<prompt>"`; we find both records, put the
 stored system prompt in front, send the call to the model's upstream api with
 the api's own key, relay the answer as it arrives, and write one request row.
-Lookups come from an in-memory catalog and rows are written in batches, so the
-request path itself never waits on the database.
+Lookups come from an in-memory catalog (refreshed when it misses, so what an admin
+just created works on the next call) and rows are written in batches off the
+request path. Each call has one owner of its end, `Call.end`: whatever happens on
+the way, it writes one row and releases the call's rate-limit slot, once.
 """
 
 import json
+import logging
 import time
-from http.client import RemoteDisconnected
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import certifi
 import urllib3
@@ -23,6 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as UpstreamTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from . import anthropic as claude
 from . import formats
@@ -30,14 +33,17 @@ from .errors import openai_error
 from .limits import Limited
 from .fields import GatewayKey, utcnow
 
+log = logging.getLogger(__name__)
+
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
 
-# Headers that belong to one hop, or to the client's own credentials: never sent upstream.
-NOT_FORWARDED = frozenset({
-    "authorization", "x-api-key", "cookie", "host", "content-length", "content-type", "accept",
-    "accept-encoding", "connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
-    "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+# The only client headers sent upstream: feature flags clients legitimately set, and
+# tracing. Everything else (credentials, OpenAI-Organization or OpenAI-Project that
+# would bill another account, hop-by-hop headers) stays here; an api's own `headers`
+# are added on top.
+FORWARDED = frozenset({
+    "openai-beta", "anthropic-beta", "anthropic-version", "user-agent", "accept-language",
+    "x-request-id", "traceparent", "tracestate", "idempotency-key",
 })
 # Upstream response headers worth passing back to the client.
 PASSED_BACK = ("retry-after", "x-request-id", "openai-processing-ms")
@@ -86,10 +92,29 @@ class Call:
     response_body: object = None
     system_prompt: str = None
     reply_parts: list = field(default_factory=list)
+    limiter: object = None
+    recorder: object = None
+    ended: bool = False
 
     @property
     def track(self):
         return bool(self.key.track)
+
+    def fail(self, status, error):
+        self.status, self.error = status, error
+
+    def end(self):
+        """The one way a call ends: release its rate-limit slot (counting its
+        tokens), then queue its row. Safe to call again; only the first counts."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.limiter.release(self.ticket, token_count((self.usage or {}).get("total_tokens")))
+        except Exception:
+            log.exception("releasing the rate-limit slot of a call failed")
+        finally:
+            self.recorder.record(self.row())
 
     def first_byte(self):
         if self.ttfb_ms is None:
@@ -116,19 +141,35 @@ class Call:
         return row
 
 
+def token_count(value):
+    """A token count from an upstream, if it is one: upstreams are untrusted input."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 62:
+        return value
+    return None
+
+
+def shown(text, limit=100):
+    """A client's string as quoted back in an error: never all of a huge one."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def catalog():
-    return current_app.extensions["promptproxy.catalog"].current()
+    return current_app.extensions["promptproxy.catalog"]
 
 
-def finisher():
-    """Ends a call: release its rate-limit ticket, then queue its request row."""
-    limiter = current_app.extensions["promptproxy.limiter"]
-    recorder = current_app.extensions["promptproxy.recorder"]
-
-    def finish(call):
-        limiter.release(call.ticket, (call.usage or {}).get("total_tokens"))
-        recorder.record(call.row())
-    return finish
+def looked_up(find, snap):
+    """`find(snap)`, or on a miss (an unknown key, model or prompt), `find` again on
+    a freshly checked snapshot: what an admin or script just created works on the
+    very next call, on any worker. Returns (result, the snapshot used)."""
+    try:
+        return find(snap), snap
+    except ProxyError as missed:
+        if missed.status not in (401, 404):
+            raise
+        fresh = catalog().fresh()
+        if fresh is snap:
+            raise
+    return find(fresh), fresh
 
 
 # -- 1. authenticate ----------------------------------------------------------
@@ -169,18 +210,18 @@ def resolve(snap, ref):
         return model, snap.apis[model.api], None
     model_ref, colon, prompt_ref = ref.rpartition(":")
     if not colon:
-        raise ProxyError(404, f"The model '{ref}' does not exist or is not available.",
+        raise ProxyError(404, f"The model '{shown(ref)}' does not exist or is not available.",
                          param="model", code="model_not_found")
     if not model_ref or not prompt_ref:
-        raise ProxyError(400, f"Malformed model reference '{ref}': use '<model>' or '<model>:<prompt>'.",
-                         param="model", code="invalid_model")
+        raise ProxyError(400, f"Malformed model reference '{shown(ref)}': use '<model>' or "
+                         "'<model>:<prompt>'.", param="model", code="invalid_model")
     model = usable_model(snap, model_ref)
     if model is None:
-        raise ProxyError(404, f"The model '{model_ref}' does not exist or is not available.",
+        raise ProxyError(404, f"The model '{shown(model_ref)}' does not exist or is not available.",
                          param="model", code="model_not_found")
     prompt = snap.prompts.get(prompt_ref)
     if prompt is None or not prompt.active:
-        raise ProxyError(404, f"The prompt '{prompt_ref}' does not exist or is not available.",
+        raise ProxyError(404, f"The prompt '{shown(prompt_ref)}' does not exist or is not available.",
                          param="model", code="prompt_not_found")
     return model, snap.apis[model.api], prompt
 
@@ -223,7 +264,7 @@ def allowed(key, user, model, prompt):
 def limit(call):
     """Admit the call within its user's (or key's) rate limits, or refuse it with 429."""
     try:
-        call.ticket = current_app.extensions["promptproxy.limiter"].acquire(call.key, call.user)
+        call.ticket = call.limiter.acquire(call.key, call.user)
     except Limited as over:
         raise ProxyError(429, str(over), type_="requests" if over.kind != "tpm" else "tokens",
                          code="rate_limit_exceeded",
@@ -304,9 +345,15 @@ def pool_for(base_url):
 
 def forward(api, endpoint, body, stream):
     """Send the rewritten call upstream with the api's own key; the response's body
-    is read later, as it arrives."""
+    is read later, as it arrives.
+
+    A POST reaches the upstream once. It is sent again only when writing it failed
+    with a broken pipe, which means the upstream had closed the connection before
+    the request got there; a connection reset or closed after the request was
+    written may have started a generation, so it is reported, never repeated.
+    """
     headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
-               if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() not in NOT_FORWARDED}
+               if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() in FORWARDED}
     headers["Content-Type"] = "application/json"
     headers["Accept"] = "text/event-stream" if stream else "application/json"
     if api.headers:
@@ -319,24 +366,24 @@ def forward(api, endpoint, body, stream):
         headers["Authorization"] = "Bearer " + api.secret
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
     pool = pool_for(api.base_url)
-    for attempt in range(3):
+    for attempt in (1, 2):
         try:
             return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers,
                                 timeout=timeout, preload_content=False, redirect=False,
                                 assert_same_host=False)
         except ProtocolError as exc:
-            if attempt < 2 and stale(exc):
+            if attempt == 1 and never_sent(exc):
                 continue
             raise upstream_failure(api, exc) from None
         except HTTPError as exc:
             raise upstream_failure(api, exc) from None
 
 
-def stale(exc):
-    """A kept-alive connection that the upstream had closed while it sat in the pool
-    fails before the request is read: sending it again on another connection is safe."""
-    cause = exc.args[1] if len(exc.args) > 1 else None
-    return isinstance(cause, (RemoteDisconnected, ConnectionResetError, BrokenPipeError))
+def never_sent(exc):
+    """Did writing the request fail because the upstream had already closed the
+    connection (so it cannot have received the request)?"""
+    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
+    return isinstance(cause, BrokenPipeError)
 
 
 def upstream_failure(api, exc):
@@ -390,13 +437,41 @@ def answer(call, upstream, route):
     return Response(json.dumps(body), status=upstream.status, headers=headers, content_type="application/json")
 
 
-def relay(call, upstream, events, finish):
+class Streamed:
+    """The body of a streamed answer, and the owner of its call's end.
+
+    The WSGI server always calls `close`, whether the client read every event, went
+    away half-way, or was gone before the first one (when a generator's own
+    `finally` would never run). So the call ends here, exactly once.
+    """
+
+    def __init__(self, call, upstream, events):
+        self.call, self.upstream = call, upstream
+        self.chunks = relay(call, upstream, events)
+        self.complete = False
+
+    def __iter__(self):
+        yield from self.chunks
+        self.complete = True
+
+    def close(self):
+        try:
+            self.chunks.close()
+            if not self.complete and self.call.status < 400:
+                self.call.fail(499, "The client disconnected before the stream ended.")
+        finally:
+            self.upstream.close()  # promptly frees the upstream too when the client went away
+            self.call.end()
+
+
+def relay(call, upstream, events):
     """Server-sent events from the upstream to the client, as each one arrives.
 
     Reads with read1, which returns whatever the socket has, so neither chunked nor
     close-delimited upstreams are held back. `events` decides what each upstream
     event becomes for the client (passed on, translated, dropped) and how the
-    stream ends; see OpenAIEvents.
+    stream ends; see OpenAIEvents. Whatever goes wrong on the way ends the stream
+    with an error event in the client's format.
     """
     buffer = b""
     try:
@@ -405,7 +480,7 @@ def relay(call, upstream, events, finish):
                 piece = upstream.read1(65536)
             except HTTPError as exc:
                 failure = upstream_failure(call.api, exc)
-                call.status, call.error = failure.status, failure.message
+                call.fail(failure.status, failure.message)
                 yield events.failed(failure.message, failure.code)
                 return
             if not piece:
@@ -424,12 +499,10 @@ def relay(call, upstream, events, finish):
         if buffer.strip():
             yield events.event(buffer + b"\n\n")
         yield events.ended()
-    except GeneratorExit:
-        call.status, call.error = 499, "The client disconnected before the stream ended."
-        raise
-    finally:
-        upstream.close()  # promptly frees the upstream too when the client went away
-        finish(call)
+    except Exception:
+        log.exception("relaying a stream from '%s' failed", call.api.name)
+        call.fail(500, "PromptProxy failed while relaying the stream; see the server's log.")
+        yield events.failed(call.error, "internal_error")
 
 
 def last_user_message(body):
@@ -444,57 +517,87 @@ def last_user_message(body):
 # -- the endpoints, each the whole path in order -----------------------------------
 
 def handle(endpoint, rewrite, client="openai"):
-    snap = catalog()
     try:
-        key, user = authenticate(snap)
+        (key, user), snap = looked_up(authenticate, catalog().current())
     except ProxyError as refused:
         return refused.response(client=client)  # no user to account it to: no row
-    call, finish = Call(endpoint, key, user), finisher()
+    extensions = current_app.extensions
+    call = Call(endpoint, key, user, limiter=extensions["promptproxy.limiter"],
+                recorder=extensions["promptproxy.recorder"])
     try:
-        if not user.active:
-            raise ProxyError(403, "This user is disabled.", code="user_disabled")
-        body = json_body()
-        call.request_body = body if call.track else None
-        call.model_ref = body.get("model")
-        call.model, call.api, call.prompt = resolve(snap, call.model_ref)
-        allow(key, user, call.model, call.prompt)
-        try:
-            route = formats.route(client, endpoint, call.api.protocol)
-        except formats.Unsupported as exc:
-            raise ProxyError(400, str(exc), param="model") from None
-        limit(call)
-        call.system_prompt = call.prompt.instructions if call.prompt else None
-        call.stream = body.get("stream") is True
-        try:
-            upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
-        except claude.TranslationError as exc:
-            raise ProxyError(400, str(exc)) from None
-        upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream)
-        is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-        if call.stream and upstream.status < 400 and is_sse:
-            return Response(relay(call, upstream, route.events(call, hide_usage), finish),
-                            status=upstream.status, headers={**SSE_HEADERS, **limit_headers(call)},
-                            content_type="text/event-stream; charset=utf-8")
-        response = answer(call, upstream, route)
+        response = proxied(call, snap, rewrite, client)
+        if isinstance(response.response, Streamed):
+            return response  # its body ends the call when the server closes it
     except ProxyError as refused:
-        call.status, call.error = refused.status, refused.message
-        finish(call)
-        return refused.response(limit_headers(call), client)
-    finish(call)
+        call.fail(refused.status, refused.message)
+        response = refused.response(limit_headers(call), client)
+    except Exception:
+        log.exception("unexpected error on %s", request.path)
+        unexpected = ProxyError(500, "PromptProxy failed on this call; see the server's log.",
+                                type_="api_error", code="internal_error")
+        call.fail(unexpected.status, unexpected.message)
+        response = unexpected.response(limit_headers(call), client)
+    call.end()
+    return response
+
+
+def proxied(call, snap, rewrite, client):
+    """The path of an authenticated call, up to the response that answers it."""
+    if not call.user.active:
+        raise ProxyError(403, "This user is disabled.", code="user_disabled")
+    body = json_body()
+    call.request_body = body if call.track else None
+    call.model_ref = body.get("model")
+    (call.model, call.api, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)
+    allow(call.key, call.user, call.model, call.prompt)
+    try:
+        route = formats.route(client, call.endpoint, call.api.protocol)
+    except formats.Unsupported as exc:
+        raise ProxyError(400, str(exc), param="model") from None
+    call.stream = stream_flag(body)
+    limit(call)
+    call.system_prompt = call.prompt.instructions if call.prompt else None
+    try:
+        upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
+    except claude.TranslationError as exc:
+        raise ProxyError(400, str(exc)) from None
+    upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream)
+    is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+    if call.stream and upstream.status < 400 and is_sse:
+        return Response(Streamed(call, upstream, route.events(call, hide_usage)),
+                        status=upstream.status, headers={**SSE_HEADERS, **limit_headers(call)},
+                        content_type="text/event-stream; charset=utf-8")
+    response = answer(call, upstream, route)
     response.headers.update(limit_headers(call))
     return response
 
 
+def stream_flag(body):
+    stream = body.get("stream")
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise ProxyError(400, "'stream' must be true or false.", param="stream")
+    return stream
+
+
 def json_body():
+    """The request's JSON object. Bodies over the limit are refused whether or not
+    they say their length (a chunked upload is counted as it is read)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = ProxyError(413, f"The request body is larger than the limit of {limit} bytes.")
     try:
         raw = request.get_data(cache=False)
+        stream = request.stream
+        if isinstance(stream, LimitedStream) and stream.is_exhausted and request.content_length is None \
+                and request.environ["wsgi.input"].read(1):
+            raise too_large
     except RequestEntityTooLarge:
-        limit = current_app.config["MAX_CONTENT_LENGTH"]
-        raise ProxyError(413, f"The request body is larger than the limit of {limit} bytes.") from None
+        raise too_large from None
     try:
         body = json.loads(raw)
-    except ValueError:
-        raise ProxyError(400, "The request body is not valid JSON.") from None
+    except (ValueError, RecursionError):
+        raise ProxyError(400, "The request body is not valid JSON (or is nested too deeply).") from None
     if not isinstance(body, dict):
         raise ProxyError(400, "The request body must be a JSON object.")
     return body
@@ -547,7 +650,7 @@ def active_caller(snap):
 
 @proxy.get("/models")
 def list_models():
-    snap = catalog()
+    snap = catalog().fresh()  # a listing shows what was just created
     try:
         key, user = active_caller(snap)
     except ProxyError as refused:
@@ -557,10 +660,9 @@ def list_models():
 
 @proxy.get("/models/<path:ref>")
 def get_model(ref):
-    snap = catalog()
     try:
-        key, user = active_caller(snap)
-        model, api, prompt = resolve(snap, ref)
+        (key, user), snap = looked_up(active_caller, catalog().current())
+        (model, api, prompt), snap = looked_up(lambda s: resolve(s, ref), snap)
         allow(key, user, model, prompt)
     except ProxyError as refused:
         return refused.response()

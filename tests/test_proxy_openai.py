@@ -106,13 +106,19 @@ def test_singular_aliases_from_the_original(gateway):
     assert gateway.upstream.requests[-1].path == "/v1/completions"
 
 
-def test_client_headers_are_forwarded_but_never_its_credentials(gateway):
+def test_only_allowed_client_headers_are_forwarded(gateway):
+    """Caller headers reach the upstream by allow-list: feature flags and tracing go,
+    credentials and the admin account's organisation or project never do."""
     gateway.update("apis", gateway.api, headers={"X-Team": "blue"})
-    gateway.client(default_headers={"X-Trace": "abc", "Cookie": "session=1"}).chat.completions.create(
-        model="gpt", messages=[{"role": "user", "content": "x"}])
+    gateway.client(default_headers={
+        "OpenAI-Beta": "assistants=v2", "traceparent": "00-abc-def-01", "X-Trace": "abc",
+        "Cookie": "session=1", "OpenAI-Organization": "org-caller", "OpenAI-Project": "proj-caller",
+    }).chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
     headers = gateway.upstream.requests[-1].headers
-    assert headers["X-Trace"] == "abc" and headers["X-Team"] == "blue"
-    assert "Cookie" not in headers
+    assert headers["OpenAI-Beta"] == "assistants=v2" and headers["Traceparent"] == "00-abc-def-01"
+    assert headers["X-Team"] == "blue"  # the api's own headers still apply
+    for refused in ("Cookie", "OpenAI-Organization", "OpenAI-Project", "X-Trace"):
+        assert refused not in headers
     assert headers["Authorization"] == f"Bearer {UPSTREAM_SECRET}"
 
 
@@ -167,26 +173,25 @@ def test_timeout_bounds_silence_not_a_long_stream(gateway):
     assert row.status == 200 and row.latency_ms >= 1000
 
 
-def test_a_pooled_connection_closed_by_the_upstream_is_retried(gateway):
-    """Upstreams close idle keep-alive connections, and may do it just as the next call
-    goes out on one: that call is sent again on a new connection, not failed."""
+def test_a_pooled_connection_the_upstream_closed_is_not_used(gateway):
+    """Upstreams close idle keep-alive connections: the next call goes out on a new
+    connection and reaches the upstream once."""
     import socket
     import threading
 
     answer = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}')
     listener = socket.create_server(("127.0.0.1", 0))
-    served = []
+    closed, received, connections = threading.Event(), [], []
 
     def serve():
-        first, _ = listener.accept()
-        first.recv(65536)
-        first.sendall(answer)  # call 1, kept alive
-        first.recv(65536)
-        first.close()  # call 2 arrives on the pooled connection: closed without an answer
-        second, _ = listener.accept()
-        second.recv(65536)
-        second.sendall(answer)
-        served.append(second)
+        for _ in range(2):
+            conn, _ = listener.accept()
+            connections.append(conn)
+            received.append(conn.recv(65536))
+            conn.sendall(answer)
+            if len(received) == 1:
+                conn.close()  # the idle connection goes away before the next call
+                closed.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -194,11 +199,55 @@ def test_a_pooled_connection_closed_by_the_upstream_is_retried(gateway):
         flaky = gateway.create("apis", name="Flaky", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
         gateway.create("models", api=flaky.id, model="m", name="flaky")
         client = gateway.client()
-        for _ in range(2):
-            client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
+        assert closed.wait(5)
+        client.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
         thread.join(10)
-        assert served  # the second call was answered on a second connection
+        assert len(received) == 2  # one request per call, the second on a new connection
     finally:
         listener.close()
-        for conn in served:
+        for conn in connections:
             conn.close()
+
+
+def test_a_post_reaches_the_upstream_once_when_it_resets_before_answering(gateway):
+    """A connection reset after the request was sent may have started a paid
+    generation: it is reported as a 502, never sent again."""
+    import socket
+    import struct
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            data = conn.recv(65536)
+            received.append(data)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST, no answer
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        resetting = gateway.create("apis", name="Resetting",
+                                   base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+        gateway.create("models", api=resetting.id, model="m", name="resetting")
+        client = gateway.client()
+        for n in range(3):
+            with pytest.raises(openai.APIStatusError) as failed:
+                client.chat.completions.create(model="resetting", messages=[{"role": "user", "content": "x"}])
+            assert failed.value.status_code == 502
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model="resetting", stream=True,
+                                           messages=[{"role": "user", "content": "x"}])
+        rows = gateway.rows(4)
+        assert len(received) == 4  # once per call
+        assert [row.status for row in rows] == [502] * 4
+    finally:
+        listener.close()
+        thread.join(5)
