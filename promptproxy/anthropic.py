@@ -23,12 +23,13 @@ refusing a request over them would help nobody.
 """
 
 import json
+import math
 import time
 
 __all__ = ["DEFAULT_MAX_TOKENS", "ANTHROPIC_VERSION", "TranslationError",
            "chat_to_messages", "message_to_chat", "MessagesStreamToChat", "error_to_openai",
            "messages_to_chat", "chat_to_message", "ChatStreamToMessages", "error_to_anthropic",
-           "sse"]
+           "estimate_input_tokens", "sse"]
 
 #: Anthropic requires max_tokens; OpenAI clients usually leave it out.
 DEFAULT_MAX_TOKENS = 4096
@@ -77,6 +78,12 @@ ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                    413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
                    503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
 MAX_ERROR_TEXT = 1000  # a non-JSON error page is quoted to the client, but not all of it
+#: For :func:`estimate_input_tokens`: English text runs about four characters per
+#: token with both OpenAI's and Anthropic's tokenizers.
+CHARS_PER_TOKEN = 4
+#: What Anthropic documents an image of the largest size it keeps (about 1.15
+#: megapixels, width * height / 750) to cost; smaller images cost less.
+IMAGE_TOKENS = 1600
 
 
 # -- OpenAI client -> Anthropic upstream -------------------------------------
@@ -324,7 +331,9 @@ def messages_to_chat(body):
 
     ``tool_result`` blocks become ``tool`` messages placed before the rest of
     their user turn, since OpenAI wants them right after the assistant's
-    tool_calls.  ``max_tokens`` stays ``max_tokens`` (not max_completion_tokens)
+    tool_calls.  A ``system`` message inside ``messages`` (Claude Code sends one
+    under a beta, mid-conversation) stays a system message at its place: OpenAI
+    has that role, so nothing is lost by keeping it where the client put it.  ``max_tokens`` stays ``max_tokens`` (not max_completion_tokens)
     because that is the field every OpenAI-compatible server understands.  A
     stream asks for the usage chunk, without which the Anthropic answer could not
     report output tokens.
@@ -349,6 +358,10 @@ def messages_to_chat(body):
             out.extend(_user_to_chat(message.get("content"), where))
         elif role == "assistant":
             out.append(_assistant_to_chat(message.get("content"), where))
+        elif role == "system":
+            text = _blocks_text(message.get("content") or "", f"{where}.content")
+            if text:
+                out.append({"role": "system", "content": text})
         else:
             raise TranslationError(f"{where}.role: unexpected role {role!r}.")
 
@@ -522,6 +535,39 @@ class ChatStreamToMessages:
                                          "stop_sequence": None},
                                "usage": usage}),
             ("message_stop", {"type": "message_stop"})]
+
+
+def estimate_input_tokens(body):
+    """An estimate of a Messages request's input tokens, for ``count_tokens`` when
+    the model behind it is not Anthropic's and there is no tokenizer to ask.
+
+    One token per four characters, rounded up, of everything the model reads: the
+    system prompt, the text of every message (tool calls and tool results as
+    their JSON, as they reach the model) and the tool definitions as JSON; each
+    image counts as a full-size one.  Code and languages other than English run
+    denser than four characters a token, so this is a guide, not a bill.
+    """
+    chars = images = 0
+    contents = [body.get("system")] + [m.get("content") for m in body.get("messages") or []
+                                       if isinstance(m, dict)]
+    while contents:
+        content = contents.pop()
+        if isinstance(content, str):
+            chars += len(content)
+            continue
+        for block in content if isinstance(content, list) else []:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "text":
+                chars += len(str(block.get("text") or ""))
+            elif kind == "image":
+                images += 1
+            elif kind == "tool_result":
+                contents.append(block.get("content"))
+            else:
+                chars += len(json.dumps(block, ensure_ascii=False))
+    if body.get("tools"):
+        chars += len(json.dumps(body["tools"], ensure_ascii=False))
+    return math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
 
 
 def error_to_anthropic(status, body):

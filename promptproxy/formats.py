@@ -318,6 +318,34 @@ class OpenAIToAnthropicEvents:
         return anthropic_error_event(message, "timeout_error" if code == "upstream_timeout" else "api_error")
 
 
+# -- Anthropic client counting tokens: asked of Anthropic, estimated for others ----------
+
+class CountTokensRoute(MessagesRoute):
+    """count_tokens passed through to an Anthropic api. Counting costs nothing
+    and generates nothing: no usage, no reply for the row."""
+
+    path = "messages/count_tokens"
+
+    def answer(self, call, parsed):
+        return parsed
+
+
+class EstimateTokensRoute:
+    """count_tokens for a model behind an OpenAI-compatible api, which has no such
+    endpoint: answered here, with an estimate (see claude.estimate_input_tokens),
+    never sent upstream (path None)."""
+
+    protocol = "openai"
+    path = None
+
+    def prepare(self, body):
+        claude.messages_to_chat(body)  # refuse, as /v1/messages would, what cannot be sent
+        return body, False
+
+    def local_answer(self, call, body):
+        return {"input_tokens": claude.estimate_input_tokens(body)}
+
+
 def route(client, endpoint, protocol):
     """The Route for a client format, its endpoint and the api's protocol."""
     protocol = protocol or "openai"
@@ -328,4 +356,21 @@ def route(client, endpoint, protocol):
             return ChatToAnthropicRoute()
         raise Unsupported("Legacy completions are not available for Anthropic models: "
                           "use /v1/chat/completions.")
+    if endpoint == "messages/count_tokens":
+        return CountTokensRoute() if protocol == "anthropic" else EstimateTokensRoute()
     return MessagesRoute() if protocol == "anthropic" else MessagesToOpenAIRoute()
+
+
+def upstream_base(protocol, base_url):
+    """The URL an api's endpoint paths (`messages`, `chat/completions`, `models`)
+    are appended to, from the base URL the admin typed.
+
+    OpenAI-compatible servers are documented with their /v1 (or whatever prefix
+    they use), so their base URL is taken as it is. Anthropic documents its base
+    URL without /v1 (`https://api.anthropic.com`; its SDKs add `/v1/messages`),
+    while OpenAI habits write it with: both work, /v1 being added when missing.
+    """
+    base = base_url.rstrip("/")
+    if protocol == "anthropic" and not base.endswith("/v1"):
+        base += "/v1"
+    return base

@@ -29,7 +29,7 @@ from werkzeug.wsgi import LimitedStream
 
 from . import anthropic as claude
 from . import formats
-from .errors import openai_error
+from .errors import anthropic_error, openai_error
 from .limits import Limited
 from .fields import GatewayKey, utcnow
 
@@ -61,8 +61,7 @@ class ProxyError(Exception):
 
     def response(self, extra_headers=None, client="openai"):
         if client == "anthropic":
-            status, body = claude.error_to_anthropic(self.status, {"error": {"message": self.message}})
-            response = jsonify(body)
+            response, status = anthropic_error(self.status, self.message)
         else:
             response, status = openai_error(self.status, self.message, self.type, self.code, self.param)
         response.headers.update({**self.headers, **(extra_headers or {})})
@@ -365,7 +364,7 @@ def forward(api, endpoint, body, stream):
     elif api.secret:
         headers["Authorization"] = "Bearer " + api.secret
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
-    pool = pool_for(api.base_url)
+    pool = pool_for(formats.upstream_base(api.protocol, api.base_url))
     for attempt in (1, 2):
         try:
             return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers,
@@ -561,6 +560,10 @@ def proxied(call, snap, rewrite, client):
         upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
     except claude.TranslationError as exc:
         raise ProxyError(400, str(exc)) from None
+    if route.path is None:  # the route answers itself; nothing goes upstream
+        response = jsonify(route.local_answer(call, upstream_body))
+        response.headers.update(limit_headers(call))
+        return response
     upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream)
     is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
     if call.stream and upstream.status < 400 and is_sse:
@@ -619,6 +622,13 @@ def completions():
 def messages():
     """Anthropic's Messages API, for the Anthropic SDK and Claude Code."""
     return handle("messages", rewrite_messages, client="anthropic")
+
+
+@proxy.post("/messages/count_tokens")
+def count_tokens():
+    """Anthropic's token counting: asked of an Anthropic api, estimated locally for
+    a model behind an OpenAI-compatible one."""
+    return handle("messages/count_tokens", rewrite_messages, client="anthropic")
 
 
 def model_object(model_id, created, owner):

@@ -13,7 +13,9 @@ changes what is said.
         assert upstream.requests[0].headers["x-api-key"] == "sk-ant-..."
 
 :attr:`AnthropicUpstream.base_url` has no ``/v1``, as Anthropic base URLs do
-not; requests go to ``POST <base_url>/v1/messages``.
+not; requests go to ``POST <base_url>/v1/messages``.  ``POST
+/v1/messages/count_tokens`` answers ``{"input_tokens": N}`` with the same count
+as a message's usage, and ``GET /v1/models`` lists :attr:`AnthropicUpstream.models`.
 
 Default answer: a ``message`` whose one text block is ``"echo: <text of the last
 user message>"``.  Usage is deterministic: input_tokens is the number of
@@ -64,10 +66,19 @@ ERROR_TYPES = {400: ("invalid_request_error", "Invalid request"),
 class AnthropicUpstream(base.FakeUpstream):
     """A real HTTP server on 127.0.0.1 that speaks Anthropic's Messages API.
 
+    :attr:`models` is what ``GET /v1/models`` lists, in Anthropic's shape.
+
     Everything but the protocol comes from FakeUpstream: start()/stop()/``with``,
     :attr:`requests`, :meth:`reset`, :meth:`wait_for_request`,
     :meth:`wait_for_disconnect`, and the timing behaviours of :meth:`script`.
     """
+
+    models = [
+        {"type": "model", "id": "claude-sonnet-4-6", "display_name": "Claude Sonnet 4.6",
+         "created_at": "2026-02-17T00:00:00Z"},
+        {"type": "model", "id": "claude-haiku-4-5", "display_name": "Claude Haiku 4.5",
+         "created_at": "2025-10-15T00:00:00Z"},
+    ]
 
     def start(self):
         """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
@@ -195,25 +206,31 @@ class _Handler(base._Handler):
         if self._auth_error():
             return
         path = request.path.split("?", 1)[0].rstrip("/")
-        if path != "/v1/messages":
+        routes = {"/v1/messages": ("POST", self._messages),
+                  "/v1/messages/count_tokens": ("POST", self._count_tokens),
+                  "/v1/models": ("GET", self._models)}
+        if path not in routes:
             return self._send_error(404, "not_found_error", f"Not found: {path}")
-        if self.command != "POST":
+        method, answer = routes[path]
+        if self.command != method:
             return self._send_error(405, "invalid_request_error",
                                     f"Method {self.command} not allowed")
-        problem = self._invalid(request.json)
-        if problem:
-            return self._send_error(400, "invalid_request_error", problem)
-        self._messages(request, behaviour, behaviour.get("status", 200))
+        if method == "POST":
+            problem = self._invalid(request.json, needs_max_tokens=answer == self._messages)
+            if problem:
+                return self._send_error(400, "invalid_request_error", problem)
+        answer(request, behaviour, behaviour.get("status", 200))
 
     @staticmethod
-    def _invalid(data):
+    def _invalid(data, needs_max_tokens=True):
         """What the real API would reject in a request body, if anything: the
         checks that catch a translation gone wrong."""
         if not isinstance(data, dict):
             return "Request body must be a JSON object"
         if not isinstance(data.get("model"), str):
             return "model: Field required"
-        if isinstance(data.get("max_tokens"), bool) or not isinstance(data.get("max_tokens"), int):
+        if needs_max_tokens and (isinstance(data.get("max_tokens"), bool)
+                                 or not isinstance(data.get("max_tokens"), int)):
             return "max_tokens: Field required"
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -226,10 +243,22 @@ class _Handler(base._Handler):
                 return f"messages.{i}.content: Field required"
         return None
 
+    def _models(self, request, behaviour, status):
+        self._send_json(status, {"data": self.upstream.models, "has_more": False,
+                                 "first_id": self.upstream.models[0]["id"],
+                                 "last_id": self.upstream.models[-1]["id"]})
+
+    @staticmethod
+    def _input_tokens(data):
+        texts = [_text(data.get("system") or "")] + [_text(m["content"]) for m in data["messages"]]
+        return sum(map(_words, texts))
+
+    def _count_tokens(self, request, behaviour, status):
+        self._send_json(status, {"input_tokens": self._input_tokens(request.json)})
+
     def _messages(self, request, behaviour, status):
         data = request.json
         messages = data["messages"]
-        texts = [_text(data.get("system") or "")] + [_text(m["content"]) for m in messages]
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
         uses = behaviour.get("tool_use") or []
         reply = behaviour.get("reply")
@@ -244,7 +273,7 @@ class _Handler(base._Handler):
         stop_reason = behaviour.get("stop_reason") or ("tool_use" if uses else "end_turn")
         stops = data.get("stop_sequences") or []
         stop_sequence = stops[0] if stop_reason == "stop_sequence" and stops else None
-        usage = {"input_tokens": sum(map(_words, texts)),
+        usage = {"input_tokens": self._input_tokens(data),
                  "output_tokens": _words(reply or "") + sum(
                      _words(json.dumps(use.get("input", {}))) for use in uses)}
         message = {"id": f"msg_fake{n}", "type": "message", "role": "assistant",

@@ -599,6 +599,46 @@ def test_messages_to_chat_request():
     }
 
 
+def test_messages_to_chat_keeps_a_mid_conversation_system_message_in_place():
+    """Claude Code sends `system` turns inside `messages` (a beta); OpenAI has the
+    role, so each stays a system message where the client put it."""
+    body = {"model": "m", "max_tokens": 5, "system": "You are Claude Code.", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "say hi",
+                                      "cache_control": {"type": "ephemeral"}}]},
+        {"role": "system", "content": "Reminder: be brief."},
+        {"role": "assistant", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "One"}, {"type": "text", "text": "Two"}]},
+        {"role": "system", "content": ""},
+    ]}
+    assert tr.messages_to_chat(body)["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "say hi"},
+        {"role": "system", "content": "Reminder: be brief."},
+        {"role": "assistant", "content": "hi"},
+        {"role": "system", "content": "One\n\nTwo"},
+    ]
+
+
+def test_estimate_input_tokens_counts_four_characters_a_token():
+    assert tr.estimate_input_tokens({"messages": [{"role": "user", "content": "abcd"}]}) == 1
+    assert tr.estimate_input_tokens({"messages": [{"role": "user", "content": "abcde"}]}) == 2
+    tools = [ANTHROPIC_WEATHER_TOOL]
+    body = {"system": [{"type": "text", "text": "s" * 10}], "tools": tools, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "u" * 7, "cache_control": {"type": "ephemeral"}},
+                                     {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": PNG}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather",
+                                           "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                      "content": [{"type": "text", "text": "r" * 3}]}]},
+        {"role": "system", "content": "y" * 5},
+    ]}
+    tool_use = json.dumps(body["messages"][1]["content"][0], ensure_ascii=False)
+    chars = 10 + 7 + len(tool_use) + 3 + 5 + len(json.dumps(tools, ensure_ascii=False))
+    # characters / 4 rounded up, and a full-size image for the picture (never its base64)
+    assert tr.estimate_input_tokens(body) == -(-chars // 4) + tr.IMAGE_TOKENS
+
+
 @pytest.mark.parametrize("choice, expected", [
     ({"type": "auto"}, "auto"), ({"type": "any"}, "required"), ({"type": "none"}, "none"),
     ({"type": "tool", "name": "get_weather"},
@@ -613,8 +653,11 @@ def test_messages_to_chat_tool_choice(choice, expected):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
      "role"),
+    ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"},
+                                                  {"role": "system", "content": 7}]},
+     "messages.1.content"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "document", "source": {"type": "text", "data": "x"}}]}]}, "document"),
     ({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
@@ -1066,7 +1109,7 @@ def test_fake_rejects_what_the_api_rejects(server, client, body, message):
 
 
 def test_fake_unknown_path(server):
-    response = requests.get(f"{server.base_url}/v1/models", timeout=5, headers={
+    response = requests.get(f"{server.base_url}/v1/files", timeout=5, headers={
         "x-api-key": "k", "anthropic-version": "2023-06-01"})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"

@@ -31,6 +31,7 @@ from urllib3.exceptions import (
 from .. import crypto, records
 from ..collections import BY_NAME
 from ..fields import mask
+from ..formats import upstream_base
 from .views import CollectionView, LoginRequired
 
 PLAYGROUND_USER = "Playground"
@@ -156,6 +157,11 @@ class ConnectionFailed(Exception):
     """A readable reason why the upstream's model list could not be read."""
 
 
+def models_url(api):
+    """Where the api lists its models: beside the endpoints the proxy calls."""
+    return upstream_base(api.protocol, api.base_url) + "/models"
+
+
 def list_upstream_models(api):
     """The model ids the upstream offers: GET <base_url>/models with the api's key."""
     secret = crypto.decrypt(api.api_key) if api.api_key else ""
@@ -169,7 +175,7 @@ def list_upstream_models(api):
             headers["x-api-key"] = secret
     elif secret:
         headers["Authorization"] = "Bearer " + secret
-    url = api.base_url.rstrip("/") + "/models"
+    url = models_url(api)
     seconds = api.timeout or 60
     try:
         response = _http.request("GET", url, headers=headers, redirect=False, retries=False,
@@ -266,7 +272,7 @@ class ConnectionView(LoginRequired, BaseView):
             upstream, error = [], str(failed)
         elapsed = round((time.perf_counter() - started) * 1000)
         return self.render("promptproxy/connection.html", api=api, upstream=upstream, error=error,
-                           existing=self._existing(api), elapsed=elapsed, url=api.base_url.rstrip("/") + "/models")
+                           existing=self._existing(api), elapsed=elapsed, url=models_url(api))
 
     @expose("/<api_id>", methods=("POST",))
     def add_models(self, api_id):

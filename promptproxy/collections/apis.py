@@ -7,7 +7,8 @@ apis = Collection(
     "apis",
     Text("name", required=True, unique=True),
     Url("base_url", required=True, label="Base URL",
-        help="Up to and including /v1, e.g. https://api.openai.com/v1 or http://localhost:11434/v1."),
+        help="Up to and including /v1, e.g. https://api.openai.com/v1 or http://localhost:11434/v1; "
+             "for Anthropic, https://api.anthropic.com (with or without /v1)."),
     Secret("api_key", label="API key", help="The upstream's key; stored encrypted. Empty for none."),
     Select("protocol", choices=["openai", "anthropic"], default="openai", required=True),
     Number("timeout", default=60, min=1, max=3600,
