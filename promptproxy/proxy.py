@@ -26,6 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import anthropic as claude
 from . import formats
+from . import sse
 from .errors import openai_error
 from .limits import Limited
 from .fields import GatewayKey, utcnow
@@ -398,7 +399,7 @@ def relay(call, upstream, events, finish):
     event becomes for the client (passed on, translated, dropped) and how the
     stream ends; see OpenAIEvents.
     """
-    buffer = b""
+    parser = sse.Parser(comments=True)  # keep-alive comments are passed on too
     try:
         while True:
             try:
@@ -411,18 +412,11 @@ def relay(call, upstream, events, finish):
             if not piece:
                 break
             call.first_byte()
-            buffer += piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
-            out = []
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                event, buffer = buffer[:end + 2], buffer[end + 2:]
-                out.append(events.event(event))
+            out = [events.event(event) for event in parser.feed(piece)]
             if out:
                 yield b"".join(out)
-        if buffer.strip():
-            yield events.event(buffer + b"\n\n")
+        for event in parser.end():
+            yield events.event(event)
         yield events.ended()
     except GeneratorExit:
         call.status, call.error = 499, "The client disconnected before the stream ended."
