@@ -33,7 +33,7 @@ class Event:
     __slots__ = ("name", "data", "id", "raw")
 
     def __init__(self, data, name=None, id=None, raw=None):
-        self.name, self.data, self.id = name, data, id
+        self.data, self.name, self.id = data, name, id
         self.raw = encode(data, name) if raw is None else raw
 
     def __eq__(self, other):
@@ -92,23 +92,26 @@ class Parser:
             self._after_cr = piece[-1:] == b"\r"
             piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         pending = self._pending
-        if b"\n\n" not in piece and not (pending and piece[:1] == b"\n" and pending[-1][-1:] == b"\n"):
+        if b"\n\n" not in piece and not (pending and piece and piece[0] == 10 and pending[-1][-1] == 10):
             if piece:
-                pending.append(piece)
+                pending.append(piece)  # no event ends here
             return []
         text = b"".join(pending) + piece if pending else piece
-        events, start = [], 0
-        while True:
-            end = text.find(b"\n\n", start)
-            if end < 0:
-                break
-            if text[start:start + 1] == b"\n":  # a blank line right after the last event
+        events, start, find = [], 0, text.find
+        end = find(b"\n\n")
+        while end >= 0:
+            if text[start] == 10:  # LF: a blank line right after the last event
                 start += 1
             if start < end:
-                event = self._event(text, start, end)
-                if event is not None:
-                    events.append(event)
+                if text.startswith(b"data: ", start) and find(b"\n", start, end) < 0:
+                    # The common case, one `data: ` line: no need to split it into lines.
+                    events.append(Event(text[start + 6:end], None, self.last_id, text[start:end + 2]))
+                else:
+                    event = self._event(text, start, end)
+                    if event is not None:
+                        events.append(event)
             start = end + 2
+            end = find(b"\n\n", start)
         self._pending = [text[start:]] if start < len(text) else []
         return events
 
@@ -125,9 +128,6 @@ class Parser:
     def _event(self, text, start, end):
         """The Event for the lines text[start:end], or None if it dispatches nothing."""
         raw = text[start:end + 2]
-        if text.startswith(b"data:", start) and text.find(b"\n", start, end) < 0:
-            data = text[start + 6:end] if text[start + 5:start + 6] == b" " else text[start + 5:end]
-            return Event(data, None, self.last_id, raw)
         name, data, comment = None, [], False
         for line in text[start:end].split(b"\n"):
             field, colon, value = line.partition(b":")
