@@ -117,7 +117,7 @@ class Parser:
 
     def end(self):
         """The events left when the stream ends (see the class docstring)."""
-        self._start = False
+        self._start = self._after_cr = False
         text = b"".join(self._pending)
         self._pending = []
         cut = text.rfind(b"\n") + 1  # a line without its line end was cut short
