@@ -12,25 +12,15 @@ import json
 import re
 
 from . import anthropic as claude
+from . import sse
 
 NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
 NULL_FINISH = re.compile(rb'"finish_reason"\s*:\s*null')
+EMPTY = (None, "", {}, [])
 
 
 class Unsupported(ValueError):
     """A call this pairing cannot make (e.g. legacy completions on a Claude api)."""
-
-
-def sse_data(event):
-    """The joined `data:` lines of one server-sent event."""
-    return b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
-
-
-def sse_name(event):
-    for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            return line[6:].strip().decode()
-    return None
 
 
 def openai_error_event(message, code):
@@ -110,17 +100,47 @@ def openai_reply(parsed):
 
 class OpenAIEvents:
     """An OpenAI-format stream passed on to an OpenAI client: usage is noted (and
-    the usage chunk we asked for on the client's behalf dropped), the reply kept for
-    tracked keys, and a stream that stops short ends with an error event."""
+    kept from a client that did not ask for it), the reply kept for tracked keys,
+    and a stream that stops short ends with an error event."""
 
     def __init__(self, call, hide_usage):
         self.call, self.hide_usage = call, hide_usage
         self.done = self.finished = False
 
     def event(self, event):
-        keep, done, finished = inspect_openai_event(self.call, event, self.hide_usage)
-        self.done, self.finished = self.done or done, self.finished or finished
-        return event if keep else b""
+        """What the client gets for one upstream event (sse.Event): its own bytes,
+        most of the time, or the chunk without the usage the client did not ask for."""
+        data = event.data
+        if not data:  # a keep-alive comment, or an empty event
+            return event.raw
+        if data == b"[DONE]":
+            self.done = True
+            return event.raw
+        if b'"finish_reason"' in data and not NULL_FINISH.search(data):
+            self.finished = True
+        call = self.call
+        if not (call.track or b'"error"' in data or (b'"usage"' in data and not NULL_USAGE.search(data))):
+            return event.raw  # recognised from its bytes: passed on unparsed
+        chunk = parsed_json(data)
+        if not isinstance(chunk, dict):
+            return event.raw
+        if "error" in chunk:
+            call.status, call.error = 502, error_text(chunk, data)
+        choices = chunk.get("choices")
+        if choices and call.track and isinstance(choices[0], dict):
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            call.reply_parts.append(delta.get("content") or choice.get("text") or "")
+        usage = chunk.get("usage")
+        if not isinstance(usage, dict):
+            return event.raw
+        call.usage = usage
+        if not self.hide_usage:
+            return event.raw
+        del chunk["usage"]
+        if not any(says_something(choice) for choice in choices or []):
+            return b""
+        return sse.encode(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode(), event.name)
 
     def ended(self):
         if self.done or self.finished:
@@ -132,34 +152,19 @@ class OpenAIEvents:
         return openai_error_event(message, code)
 
 
-def inspect_openai_event(call, event, hide_usage):
-    """(keep it?, is it [DONE]?, did a choice finish?) for one SSE event; notes usage
-    and, for tracked keys, the reply text. Most chunks of an untracked stream are
-    recognised from their bytes and never parsed."""
-    data = sse_data(event)
-    if not data:
-        return True, False, False
-    if data == b"[DONE]":
-        return True, True, False
-    finished = b'"finish_reason"' in data and not NULL_FINISH.search(data)
-    if not (call.track or b'"error"' in data or (b'"usage"' in data and not NULL_USAGE.search(data))):
-        return True, False, finished
-    chunk = parsed_json(data)
-    if not isinstance(chunk, dict):
-        return True, False, finished
-    if "error" in chunk:
-        call.status, call.error = 502, error_text(chunk, data)
-    choices = chunk.get("choices")
-    if choices and call.track:
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        call.reply_parts.append(delta.get("content") or choice.get("text") or "")
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        call.usage = usage
-        if hide_usage and not choices:
-            return False, False, finished
-    return True, False, finished
+def says_something(choice):
+    """Whether a streamed choice carries anything for the client (text, content,
+    tool calls, a role, a finish reason, logprobs...). LiteLLM's final usage chunk
+    has `{"index": 0, "delta": {}}`, which says nothing."""
+    if not isinstance(choice, dict):
+        return True
+    for name, value in choice.items():
+        if name == "delta" and isinstance(value, dict):
+            if any(v not in EMPTY for v in value.values()):
+                return True
+        elif name != "index" and value not in EMPTY:
+            return True
+    return False
 
 
 # -- OpenAI client, Anthropic upstream: translated both ways ------------------------------
@@ -193,8 +198,9 @@ class AnthropicToOpenAIEvents:
         self.stopped = False
 
     def event(self, event):
-        data = parsed_json(sse_data(event) or b"null")
-        name = sse_name(event) or (data or {}).get("type")
+        data = parsed_json(event.data) if event.data else None
+        data = data if isinstance(data, dict) else None
+        name = event.name or (data or {}).get("type")
         self.stopped = self.stopped or name == "message_stop"
         chunks = self.translator.feed(name, data)
         self.call.usage = self.translator.usage
@@ -249,19 +255,20 @@ class AnthropicEvents:
         self.stopped = False
 
     def event(self, event):
-        name = sse_name(event)
+        name = event.name
         if name in ("message_start", "message_delta", "error") or (self.call.track and name == "content_block_delta"):
-            data = parsed_json(sse_data(event)) or {}
+            data = parsed_json(event.data or b"null")
+            data = data if isinstance(data, dict) else {}
             usage = (data.get("message") or {}).get("usage") if name == "message_start" else data.get("usage")
             if isinstance(usage, dict):
                 self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
                 self.call.usage = claude._openai_usage(self.usage)
             if name == "error":
-                self.call.status, self.call.error = 502, error_text(data, event)
+                self.call.status, self.call.error = 502, error_text(data, event.data)
             if name == "content_block_delta":
                 self.call.reply_parts.append((data.get("delta") or {}).get("text") or "")
         self.stopped = self.stopped or name == "message_stop"
-        return event
+        return event.raw
 
     def ended(self):
         if self.stopped or self.call.error:
@@ -300,7 +307,7 @@ class OpenAIToAnthropicEvents:
         self.call, self.translator = call, translator
 
     def event(self, event):
-        data = sse_data(event)
+        data = event.data
         chunk = parsed_json(data) if data and data != b"[DONE]" else None
         if not isinstance(chunk, dict):
             return b""

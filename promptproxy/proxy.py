@@ -29,6 +29,7 @@ from werkzeug.wsgi import LimitedStream
 
 from . import anthropic as claude
 from . import formats
+from . import sse
 from .errors import anthropic_error, openai_error
 from .limits import Limited
 from .fields import GatewayKey, utcnow
@@ -472,7 +473,7 @@ def relay(call, upstream, events):
     stream ends; see OpenAIEvents. Whatever goes wrong on the way ends the stream
     with an error event in the client's format.
     """
-    buffer = b""
+    parser = sse.Parser(comments=True)  # keep-alive comments are passed on too
     try:
         while True:
             try:
@@ -485,18 +486,11 @@ def relay(call, upstream, events):
             if not piece:
                 break
             call.first_byte()
-            buffer += piece.replace(b"\r\n", b"\n") if b"\r" in piece else piece
-            out = []
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                event, buffer = buffer[:end + 2], buffer[end + 2:]
-                out.append(events.event(event))
+            out = [events.event(event) for event in parser.feed(piece)]
             if out:
                 yield b"".join(out)
-        if buffer.strip():
-            yield events.event(buffer + b"\n\n")
+        for event in parser.end():
+            yield events.event(event)
         yield events.ended()
     except Exception:
         log.exception("relaying a stream from '%s' failed", call.api.name)

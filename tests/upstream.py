@@ -45,7 +45,7 @@ __all__ = ["FakeUpstream", "RecordedRequest", "Headers"]
 CREATED = 1_700_000_000  # a fixed timestamp keeps every answer deterministic
 DEFAULT_MODEL = "gpt-4o-mini"
 BEHAVIOURS = {"status", "body", "headers", "reply", "chunks", "framing", "gate", "delay",
-              "drop_after", "hang"}
+              "drop_after", "hang", "line_end"}
 FRAMINGS = {"chunked", "close"}
 STATUS_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
                  403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
@@ -254,6 +254,11 @@ class FakeUpstream:
             Close the connection abruptly after this many chunks: no [DONE]
             and, when chunked, no terminating zero-length chunk.  For a
             non-streaming answer it counts bytes of the body.
+        line_end
+            For streaming, ``"\r\n"`` or ``"\r"`` instead of ``"\n"`` at the end of
+            every line of the event stream. With ``"\r\n"`` each chunk stops
+            between the CR and the LF of its event's last line end, and the LF
+            starts the next chunk: the hardest place for a reader to be cut.
         hang
             Send nothing -- not even headers -- until stop()/reset(), which
             then close the connection; or, with a ``gate``, until its first
@@ -570,6 +575,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers["Connection"] = "close"   # send_header also sets close_connection
         self._send_headers(status, headers)
+        line_end = behaviour.get("line_end")
+        if line_end:
+            encoded = [data.replace(b"\n", line_end.encode()) for data in encoded]
+            if line_end == "\r\n":
+                encoded = [(b"\n" if i else b"") + data[:-1] for i, data in enumerate(encoded)] + [b"\n"]
         for i, data in enumerate(encoded):
             if self.drop_after is not None and i >= self.drop_after:
                 raise _Stop
