@@ -440,9 +440,10 @@ def answer(call, upstream, route):
 class Streamed:
     """The body of a streamed answer, and the owner of its call's end.
 
-    The WSGI server always calls `close`, whether the client read every event, went
-    away half-way, or was gone before the first one (when a generator's own
-    `finally` would never run). So the call ends here, exactly once.
+    A stream relayed to its end ends its call at once, before the server finishes
+    the response. Otherwise the WSGI server's `close` ends it, whether the client
+    went away half-way or was gone before the first event (when a generator's own
+    `finally` would never run). Either way the call ends once.
     """
 
     def __init__(self, call, upstream, events):
@@ -453,6 +454,7 @@ class Streamed:
     def __iter__(self):
         yield from self.chunks
         self.complete = True
+        self.call.end()
 
     def close(self):
         try:
