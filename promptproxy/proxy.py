@@ -28,7 +28,8 @@ from . import anthropic as claude
 from . import formats
 from .errors import openai_error
 from .limits import Limited
-from .fields import GatewayKey, utcnow
+from .catalog import rehash_key
+from .fields import utcnow
 
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
 
@@ -141,9 +142,11 @@ def authenticate(snap):
     if not token:
         raise ProxyError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.",
                          code="missing_api_key")
-    key = snap.keys.get(GatewayKey.digest(token))
+    key = snap.find_key(token)
     if key is None or not key.active:
         raise ProxyError(401, "Invalid API key.", code="invalid_api_key")
+    if key.key_legacy:
+        rehash_key(key, token)
     if key.expires is not None and key.expires <= utcnow():
         raise ProxyError(401, "This API key has expired.", code="expired_api_key")
     user = snap.users.get(key.user)
@@ -305,6 +308,8 @@ def pool_for(base_url):
 def forward(api, endpoint, body, stream):
     """Send the rewritten call upstream with the api's own key; the response's body
     is read later, as it arrives."""
+    if api.secret_error:  # never send the call without the key it needs
+        raise ProxyError(500, api.secret_error, type_="server_error", code="api_key_unreadable")
     headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
                if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() not in NOT_FORWARDED}
     headers["Content-Type"] = "application/json"

@@ -4,7 +4,7 @@ import sqlite3
 
 from promptproxy import create_app
 from promptproxy.collection import Collection
-from promptproxy.db import db, open_database, upgrade
+from promptproxy.db import db, open_database
 from promptproxy.fields import LongText, Text
 
 from promptproxy.collections import BY_NAME
@@ -20,7 +20,7 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
     old_users = Collection("users", Text("name"))
     data_dir.mkdir(parents=True)
     open_database(data_dir)
-    upgrade([old_prompts.model, old_users.model])
+    db.create_tables([old_prompts.model, old_users.model])  # as it did, before numbered migrations
     with db.connection_context():
         old_prompts.model.create(id="promptid0000001", name="translator", instructions="Translate.")
         old_users.model.create(id="userid000000001", name="Tom")
