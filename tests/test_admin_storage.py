@@ -63,3 +63,31 @@ def test_no_secret_is_stored_in_clear(app, api, data_dir):
     for secret in (UPSTREAM_KEY, gateway_key, gateway_key[10:]):
         assert secret.encode() not in raw
     assert b"sk-proj" not in raw
+
+
+def test_databases_are_private_to_the_servers_user(data_dir):
+    import os
+
+    files = [data_dir / name for name in ("data.db", "data.db-wal", "data.db-shm",
+                                            "limits.db", "limits.db-wal", "limits.db-shm")]
+
+    def modes():
+        with db.connection_context():  # the -wal and -shm files exist while a connection is open
+            BY_NAME["users"].model.select().count()
+            return {path.name: path.stat().st_mode & 0o777 for path in files}
+
+    old_umask = os.umask(0o022)  # a usual umask, which would make new files 0644
+    try:
+        app = create_app({"DATA_DIR": str(data_dir)})
+        assert modes() == {path.name: 0o600 for path in files}
+        app.extensions["promptproxy.recorder"].stop()
+
+        for path in files:  # files an earlier version left readable are made private on start
+            if path.exists():
+                path.chmod(0o644)
+        app = create_app({"DATA_DIR": str(data_dir)})
+        assert modes() == {path.name: 0o600 for path in files}
+        app.extensions["promptproxy.recorder"].stop()
+    finally:
+        os.umask(old_umask)
+        db.close()
