@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import crypto
 from .collections import BY_NAME
 from .db import bump_version, connection, db, off_loop, read_version
-from .fields import UNREADABLE, GatewayKey
+from .fields import GatewayKey
 
 
 @dataclass
@@ -56,7 +56,8 @@ def load(version):
                 row.secret = crypto.decrypt_stored(row.api_key)
             except crypto.CannotDecrypt:
                 row.secret = None
-                row.secret_error = f"The API key stored for the api '{row.name}' {UNREADABLE}."
+                row.secret_error = (f"The API key stored for the api '{row.name}' cannot be decrypted "
+                                    "with the server's encryption key; an admin must enter it again.")
         snap.apis[row.id] = row
     models = BY_NAME["models"].model
     for row in models.select().order_by(models.name, models.model):
