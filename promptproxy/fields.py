@@ -537,7 +537,7 @@ class GatewayKey(Field):
     @classmethod
     def generated(cls, key):
         """Whether `key` has the shape of a key PromptProxy generates."""
-        return len(key) == 43 and key.startswith(cls.PREFIX) and re.fullmatch(r"[\w-]{40}", key[3:]) is not None
+        return key.startswith(cls.PREFIX) and re.fullmatch(r"[\w-]{40}", key[len(cls.PREFIX):]) is not None
 
     @staticmethod
     def digest(key):
