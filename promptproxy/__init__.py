@@ -13,10 +13,10 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from . import config as settings
-from . import crypto, stats, superusers
+from . import crypto, migrations, stats, superusers
 from .catalog import Catalog
 from .collections import ALL
-from .db import db, open_database, upgrade
+from .db import db, make_private, open_database
 from .limits import Limiter
 from .recorder import Recorder
 
@@ -30,7 +30,7 @@ def create_app(overrides=None):
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = conf["DATA_DIR"]
     session_secret, encryption_key = settings.load_secrets(data_dir)
-    crypto.init(encryption_key)
+    crypto.init(encryption_key, session_secret)
 
     app = Flask(__name__, template_folder="admin/templates")
     app.session_interface = AdminOnlySessions()
@@ -45,7 +45,7 @@ def create_app(overrides=None):
     )
 
     open_database(data_dir)
-    upgrade([superusers.Superuser, stats.RequestStats] + [c.model for c in ALL])
+    migrations.upgrade(declared_models())
     stats.backfill()  # usage figures for requests recorded before the rollup existed
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
@@ -55,8 +55,10 @@ def create_app(overrides=None):
     from .proxy import proxy
 
     app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
+    limits_db = Path(data_dir) / "limits.db"
+    make_private(limits_db)
     app.extensions["promptproxy.limiter"] = Limiter(
-        str(Path(data_dir) / "limits.db"),
+        str(limits_db),
         defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
     recorder = app.extensions["promptproxy.recorder"] = Recorder().start()
     atexit.register(recorder.stop)  # flush request rows when the process ends
@@ -72,6 +74,11 @@ def create_app(overrides=None):
     app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
     announce_setup(app)
     return app
+
+
+def declared_models():
+    """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
+    return [superusers.Superuser, stats.RequestStats] + [c.model for c in ALL]
 
 
 class AdminOnlySessions(SecureCookieSessionInterface):

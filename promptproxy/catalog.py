@@ -19,19 +19,32 @@ from dataclasses import dataclass, field
 
 from . import crypto
 from .collections import BY_NAME
-from .db import connection, read_version
+from .db import bump_version, connection, db, off_loop, read_version
+from .fields import GatewayKey
 
 
 @dataclass
 class Snapshot:
     version: int = -1
-    keys: dict = field(default_factory=dict)  # sha256 hex -> key row
+    keys: dict = field(default_factory=dict)  # stored digest -> key row
     users: dict = field(default_factory=dict)  # id -> user row
-    apis: dict = field(default_factory=dict)  # id -> api row (api_key decrypted into .secret)
+    # id -> api row, its api_key decrypted into .secret; when that fails, .secret is
+    # None and .secret_error says why (the call must be refused, not sent without a key)
+    apis: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)  # id and public name -> model row
     prompts: dict = field(default_factory=dict)  # id and public name -> prompt row
     model_list: list = field(default_factory=list)  # active models, in listing order
     prompt_list: list = field(default_factory=list)
+
+    def find_key(self, token):
+        """The key row for a presented gateway key, or None. Keys stored before the
+        HMAC are found by their plain SHA-256, but only when the HMAC misses."""
+        row = self.keys.get(GatewayKey.digest(token))
+        if row is None:
+            row = self.keys.get(GatewayKey.legacy_digest(token))
+            if row is not None and not row.key_legacy:
+                return None
+        return row
 
 
 def load(version):
@@ -42,7 +55,14 @@ def load(version):
             snap.keys[row.key] = allow_sets(row)
     snap.users = {row.id: allow_sets(row) for row in BY_NAME["users"].model.select()}
     for row in BY_NAME["apis"].model.select():
-        row.secret = crypto.decrypt(row.api_key) if row.api_key else ""
+        row.secret, row.secret_error = "", None
+        if row.api_key:
+            try:
+                row.secret = crypto.decrypt_stored(row.api_key)
+            except crypto.CannotDecrypt:
+                row.secret = None
+                row.secret_error = (f"The API key stored for the api '{row.name}' cannot be decrypted "
+                                    "with the server's encryption key; an admin must enter it again.")
         snap.apis[row.id] = row
     models = BY_NAME["models"].model
     for row in models.select().order_by(models.name, models.model):
@@ -104,3 +124,20 @@ class Catalog:
             if version != self._snapshot.version:
                 self._snapshot = load(version)
         self._checked = now
+
+
+def rehash_key(row, token):
+    """Store a key found by its legacy SHA-256 as an HMAC, the first time it is used,
+    and drop the clear prefix unless PromptProxy generated the key. The update only
+    matches while the legacy digest is there, so concurrent first uses write once."""
+    keys = BY_NAME["keys"].model
+
+    def write():
+        with connection(), db.atomic():
+            changed = (keys.update(key=GatewayKey.digest(token), key_legacy=False,
+                                   key_prefix=token[:GatewayKey.SHOWN] if GatewayKey.generated(token) else None)
+                       .where(keys.id == row.id, keys.key == GatewayKey.legacy_digest(token))
+                       .execute())
+            if changed:
+                bump_version()
+    off_loop(write)

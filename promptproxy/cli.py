@@ -2,6 +2,7 @@
 
     python app.py serve [--http 127.0.0.1:8090] [--dir pb_data]
     python app.py superuser create|upsert|delete EMAIL [PASSWORD]
+    python app.py encryption rotate
 """
 
 import argparse
@@ -27,6 +28,12 @@ def build_parser():
     superuser.add_argument("email")
     superuser.add_argument("password", nargs="?", help="asked for when left out (not for delete)")
     superuser.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
+
+    encryption = commands.add_parser("encryption", help="manage the key that encrypts stored API keys")
+    encryption.add_argument("action", choices=["rotate"],
+                            help="re-encrypt every stored API key with the first key of "
+                                 "PROMPTPROXY_ENCRYPTION_KEY")
+    encryption.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
     return parser
 
 
@@ -45,17 +52,29 @@ def main(argv=None):
             overrides["PUBLIC_URL"] = f"http://{shown}:{port}"
         serve(create_app(overrides), args.http)
         return 0
+    if args.command == "encryption":
+        return rotate_command(overrides)
     return superuser_command(args, overrides)
 
 
-def superuser_command(args, overrides):
-    from . import config, superusers
-    from .db import db, open_database, upgrade
+def open_data(overrides):
+    """The data directory's database, upgraded exactly as the server does on start."""
+    from . import config, crypto, declared_models, migrations
+    from .db import open_database
 
     data_dir = config.from_environ(overrides)["DATA_DIR"]
     os.makedirs(data_dir, exist_ok=True)
+    session_secret, encryption_key = config.load_secrets(data_dir)
+    crypto.init(encryption_key, session_secret)
     open_database(data_dir)
-    upgrade([superusers.Superuser])
+    migrations.upgrade(declared_models())
+
+
+def superuser_command(args, overrides):
+    from . import superusers
+    from .db import db
+
+    open_data(overrides)
     with db.connection_context():
         existing = superusers.Superuser.get_or_none(superusers.Superuser.email == args.email.strip().lower())
         if args.action == "delete":
@@ -77,3 +96,29 @@ def superuser_command(args, overrides):
         admin, created = superusers.upsert(args.email, password)
         print(f"{'Created' if created else 'Updated'} admin {admin.email}.")
     return 0
+
+
+def rotate_command(overrides):
+    """Re-encrypt every stored API key with the first encryption key, through the same
+    write path as an edit, so the old keys can then be dropped from the setting."""
+    from . import crypto, records
+    from .collections import BY_NAME
+    from .db import db
+
+    open_data(overrides)
+    apis = BY_NAME["apis"]
+    rotated, unreadable = 0, []
+    with db.connection_context():
+        for row in apis.model.select().where(apis.model.api_key.is_null(False)).order_by(apis.model.name):
+            try:
+                clear = crypto.decrypt_stored(row.api_key)
+            except crypto.CannotDecrypt:
+                unreadable.append(row.name)
+                continue
+            records.save(apis, {"api_key": clear}, row=row)
+            rotated += 1
+    print(f"Re-encrypted {rotated} API key(s) with the first encryption key.")
+    for name in unreadable:
+        print(f"The API key of the api '{name}' cannot be decrypted with any configured key: "
+              "type it again in the admin.", file=sys.stderr)
+    return 1 if unreadable else 0

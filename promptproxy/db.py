@@ -1,18 +1,15 @@
-"""The SQLite database in the data directory, and schema upgrades.
+"""The SQLite database in the data directory (its schema changes are in migrations.py).
 
 `db` is a proxy so models can be declared at import time and bound when the app
 starts. SQLite runs in WAL mode with a busy timeout, so many greenlets writing
 request rows at once wait their turn instead of failing with "database is locked".
 """
 
-import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
-from playhouse.migrate import SqliteMigrator, migrate
-
-log = logging.getLogger(__name__)
 
 db = peewee.DatabaseProxy()
 
@@ -64,28 +61,35 @@ def connection():
             db.close()
 
 
+def off_loop(function):
+    """Run a blocking database call: under gevent in a thread of the hub's pool while
+    this greenlet waits (the event loop keeps relaying other calls), else in place."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return function()
+    if not monkey.is_module_patched("threading"):
+        return function()
+    import gevent
+    return gevent.get_hub().threadpool.apply(function)
+
+
 def open_database(data_dir):
-    """Bind `db` to <data_dir>/data.db, creating it if needed."""
+    """Bind `db` to <data_dir>/data.db, creating it if needed (private to this user)."""
     path = Path(data_dir) / "data.db"
+    make_private(path)
     database = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     db.initialize(database)
     return database
 
 
-def upgrade(models):
-    """Create missing tables, then add columns that declarations gained since the
-    database was made. Existing rows are kept; nothing is ever dropped."""
-    with db.connection_context():
-        migrator = SqliteMigrator(db.obj)
-        tables = set(db.get_tables())
-        for model in models:
-            table = model._meta.table_name
-            if table not in tables:
-                continue
-            existing = {column.name for column in db.get_columns(table)}
-            missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
-            if missing:
-                log.info("adding %s to table %s", ", ".join(f.column_name for f in missing), table)
-                with db.atomic():
-                    migrate(*[migrator.add_column(table, f.column_name, f) for f in missing])
-        db.create_tables([Meta, *models], safe=True)  # new tables, and any index still missing
+def make_private(path):
+    """Create the SQLite file `path` readable by this user only (0600, whatever the
+    umask), and set that mode on it and its -wal/-shm files if they exist already.
+    SQLite gives the -wal and -shm files it creates the database file's mode."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass

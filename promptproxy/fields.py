@@ -18,6 +18,7 @@ import secrets
 import string
 
 import peewee
+from markupsafe import Markup
 from wtforms import fields as wtf
 from wtforms.widgets import TextArea
 
@@ -461,6 +462,10 @@ class Relations(Relation):
                 "render_kw": {"data-role": "select2", "size": 6}}
 
 
+UNREADABLE = ("cannot be decrypted with the server's encryption key: type it again "
+              "(or restore the key it was encrypted with)")
+
+
 class Secret(Field):
     """A secret we must send on (an upstream API key): encrypted at rest with Fernet,
     never shown back, left unchanged when an edit leaves it blank."""
@@ -480,7 +485,12 @@ class Secret(Field):
         return {self.name: crypto.encrypt(value) if value else None}
 
     def display(self, value):
-        return mask(crypto.decrypt(value)) if value else ""
+        if not value:
+            return ""
+        try:
+            return mask(crypto.decrypt_stored(value))
+        except crypto.CannotDecrypt:
+            return Markup('<span class="text-danger">{}</span>').format(UNREADABLE)
 
     def json_items(self, row):
         return {self.name + "_set": bool(getattr(row, self.name))}  # write-only
@@ -490,12 +500,21 @@ class Secret(Field):
         return {"render_kw": {"autocomplete": "new-password", "placeholder": hint}}
 
 
+class GeneratedKey(str):
+    """A gateway key PromptProxy made: its first characters may be shown."""
+
+
 class GatewayKey(Field):
-    """A key clients present to PromptProxy: only its SHA-256 and a short prefix are
-    stored. Left blank on creation, a random key is generated; either way the full
-    key is revealed once, right after creation, and never again."""
+    """A key clients present to PromptProxy. Only its HMAC (see `crypto.digest`) is
+    stored, with a short prefix in clear for keys PromptProxy generated; a key of
+    one's own keeps no character in clear. Left blank on creation, a random key is
+    generated; either way the full key is revealed once, right after creation.
+
+    Keys stored before the HMAC (a plain SHA-256, `<name>_legacy` set) still work
+    and are rehashed on first use (see `catalog.Snapshot.find_key`)."""
 
     PREFIX = "pp-"
+    SHOWN = 10  # "pp-" and 7 of the 40 random characters
     sortable = False
     secret = True
     immutable = True
@@ -508,14 +527,24 @@ class GatewayKey(Field):
         return {
             self.name: peewee.CharField(max_length=64, null=True, unique=True),
             self.name + "_prefix": peewee.CharField(max_length=16, null=True),
+            self.name + "_legacy": peewee.BooleanField(default=False),
         }
 
     @classmethod
     def generate(cls):
-        return cls.PREFIX + secrets.token_urlsafe(30)
+        return GeneratedKey(cls.PREFIX + secrets.token_urlsafe(30))
+
+    @classmethod
+    def generated(cls, key):
+        """Whether `key` has the shape of a key PromptProxy generates."""
+        return key.startswith(cls.PREFIX) and re.fullmatch(r"[\w-]{40}", key[len(cls.PREFIX):]) is not None
 
     @staticmethod
     def digest(key):
+        return crypto.digest(key)
+
+    @staticmethod
+    def legacy_digest(key):
         return hashlib.sha256(key.encode()).hexdigest()
 
     def clean(self, value, form=False):
@@ -530,14 +559,16 @@ class GatewayKey(Field):
         return value
 
     def store(self, value):
-        return {self.name: self.digest(value), self.name + "_prefix": value[:10]}
+        prefix = value[:self.SHOWN] if isinstance(value, GeneratedKey) else None
+        return {self.name: self.digest(value), self.name + "_prefix": prefix, self.name + "_legacy": False}
 
     def cell(self, row):
         prefix = getattr(row, self.name + "_prefix")
-        return prefix + "…" if prefix else ""
+        return prefix + "…" if prefix else "••••"
 
     def json_items(self, row):
-        return {self.name + "_prefix": getattr(row, self.name + "_prefix")}  # never the key itself
+        # never the key itself; "" for a key of one's own
+        return {self.name + "_prefix": getattr(row, self.name + "_prefix") or ""}
 
     def form_field(self, creating):
         return wtf.StringField(

@@ -32,7 +32,8 @@ from . import formats
 from . import sse
 from .errors import anthropic_error, openai_error
 from .limits import Limited
-from .fields import GatewayKey, utcnow
+from .catalog import rehash_key
+from .fields import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,11 @@ def authenticate(snap):
     if not token:
         raise ProxyError(401, "Missing API key: send it as 'Authorization: Bearer <key>'.",
                          code="missing_api_key")
-    key = snap.keys.get(GatewayKey.digest(token))
+    key = snap.find_key(token)
     if key is None or not key.active:
         raise ProxyError(401, "Invalid API key.", code="invalid_api_key")
+    if key.key_legacy:
+        rehash_key(key, token)
     if key.expires is not None and key.expires <= utcnow():
         raise ProxyError(401, "This API key has expired.", code="expired_api_key")
     user = snap.users.get(key.user)
@@ -352,6 +355,8 @@ def forward(api, endpoint, body, stream):
     the request got there; a connection reset or closed after the request was
     written may have started a generation, so it is reported, never repeated.
     """
+    if api.secret_error:  # never send the call without the key it needs
+        raise ProxyError(500, api.secret_error, type_="server_error", code="api_key_unreadable")
     headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
                if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() in FORWARDED}
     headers["Content-Type"] = "application/json"

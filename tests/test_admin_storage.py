@@ -4,7 +4,7 @@ import sqlite3
 
 from promptproxy import create_app
 from promptproxy.collection import Collection
-from promptproxy.db import db, open_database, upgrade
+from promptproxy.db import db, open_database
 from promptproxy.fields import LongText, Text
 
 from promptproxy.collections import BY_NAME
@@ -20,7 +20,7 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
     old_users = Collection("users", Text("name"))
     data_dir.mkdir(parents=True)
     open_database(data_dir)
-    upgrade([old_prompts.model, old_users.model])
+    db.create_tables([old_prompts.model, old_users.model])  # as it did, before numbered migrations
     with db.connection_context():
         old_prompts.model.create(id="promptid0000001", name="translator", instructions="Translate.")
         old_users.model.create(id="userid000000001", name="Tom")
@@ -63,3 +63,31 @@ def test_no_secret_is_stored_in_clear(app, api, data_dir):
     for secret in (UPSTREAM_KEY, gateway_key, gateway_key[10:]):
         assert secret.encode() not in raw
     assert b"sk-proj" not in raw
+
+
+def test_databases_are_private_to_the_servers_user(data_dir):
+    import os
+
+    files = [data_dir / name for name in ("data.db", "data.db-wal", "data.db-shm",
+                                            "limits.db", "limits.db-wal", "limits.db-shm")]
+
+    def modes():
+        with db.connection_context():  # the -wal and -shm files exist while a connection is open
+            BY_NAME["users"].model.select().count()
+            return {path.name: path.stat().st_mode & 0o777 for path in files}
+
+    old_umask = os.umask(0o022)  # a usual umask, which would make new files 0644
+    try:
+        app = create_app({"DATA_DIR": str(data_dir)})
+        assert modes() == {path.name: 0o600 for path in files}
+        app.extensions["promptproxy.recorder"].stop()
+
+        for path in files:  # files an earlier version left readable are made private on start
+            if path.exists():
+                path.chmod(0o644)
+        app = create_app({"DATA_DIR": str(data_dir)})
+        assert modes() == {path.name: 0o600 for path in files}
+        app.extensions["promptproxy.recorder"].stop()
+    finally:
+        os.umask(old_umask)
+        db.close()

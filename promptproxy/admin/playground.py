@@ -30,7 +30,7 @@ from urllib3.exceptions import (
 
 from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import mask
+from ..fields import UNREADABLE, mask
 from ..formats import upstream_base
 from .views import CollectionView, LoginRequired
 
@@ -164,7 +164,10 @@ def models_url(api):
 
 def list_upstream_models(api):
     """The model ids the upstream offers: GET <base_url>/models with the api's key."""
-    secret = crypto.decrypt(api.api_key) if api.api_key else ""
+    try:
+        secret = crypto.decrypt_stored(api.api_key) if api.api_key else ""
+    except crypto.CannotDecrypt:
+        raise ConnectionFailed(f"The stored API key {UNREADABLE}.") from None
     headers = urllib3.HTTPHeaderDict({"Accept": "application/json"})
     for name, value in (api.headers or {}).items():
         headers[str(name)] = str(value)

@@ -1,0 +1,123 @@
+"""Schema changes, numbered and run once per database, PocketBase-style.
+
+A new model needs no migration: the tables of declared models that do not exist
+yet are created from their declarations, after the migrations. A change to a
+table that exists (a new column, a data fix) is a small function appended to
+MIGRATIONS; its number is its place in the list, so never reorder or remove one.
+A migration finds the database as its predecessors left it, except that on a
+fresh database the tables are not there yet: `add_columns` and `has_table` let it
+skip what does not exist (the declarations will create those tables whole).
+
+Every worker and instance calls `upgrade` when it starts. All of them take the
+same lock, read which migrations are applied only once they hold it, and run the
+missing ones in the same transaction, so when eight start together on an old
+database each migration runs once and every one of them comes up.
+"""
+
+import logging
+from contextlib import contextmanager
+
+import peewee
+from playhouse.migrate import SqliteMigrator, migrate
+
+from .db import Meta, db
+
+log = logging.getLogger(__name__)
+
+
+class Migration(peewee.Model):
+    version = peewee.IntegerField(primary_key=True)
+    name = peewee.CharField()
+    applied = peewee.DateTimeField()
+
+    class Meta:
+        database = db
+        table_name = "_migrations"
+
+
+# -- helpers for migrations ----------------------------------------------------------
+
+def has_table(table):
+    return table in db.get_tables()
+
+
+def add_columns(table, columns):
+    """Add the columns {name: peewee field} that `table` lacks (nothing if it does
+    not exist: its declaration will create it with every column)."""
+    if not has_table(table):
+        return
+    existing = {column.name for column in db.get_columns(table)}
+    missing = {name: column for name, column in columns.items() if name not in existing}
+    if missing:
+        migrator = SqliteMigrator(db.obj)
+        migrate(*[migrator.add_column(table, name, column) for name, column in missing.items()])
+
+
+# -- the migrations, in order -----------------------------------------------------------
+
+# Columns that the tables had when numbered migrations began. Databases made before
+# then got new columns added on start, so an old one may lack some of these.
+BASELINE = {
+    "users": ["name", "email", "active", "apis", "models", "prompts", "require_prompt",
+              "rpm", "tpm", "rpd", "concurrency", "notes"],
+    "keys": ["user", "label", "key", "key_prefix", "active", "track", "expires", "last_used",
+             "apis", "models", "prompts", "rpm", "tpm", "rpd", "concurrency"],
+    "apis": ["name", "base_url", "api_key", "protocol", "timeout", "headers", "active"],
+    "models": ["api", "model", "name", "active", "description"],
+    "prompts": ["name", "instructions", "replace_system", "tools", "description", "active"],
+    "requests": ["user", "key", "api", "model", "prompt", "model_ref", "endpoint", "stream",
+                 "status", "error", "input_tokens", "output_tokens", "total_tokens", "latency_ms",
+                 "ttfb_ms", "request_body", "response_body", "system_prompt", "user_message", "reply"],
+}
+
+
+def baseline(models):
+    """Bring a database made before numbered migrations to the schema they start from."""
+    declared = {model._meta.table_name: model for model in models}
+    for table, names in BASELINE.items():
+        if table in declared:
+            fields = declared[table]._meta.columns
+            add_columns(table, {name: fields[name] for name in names})
+
+
+def hashed_gateway_keys(models):
+    """Gateway keys were stored as a plain SHA-256 with 10 characters in clear. Mark
+    them as such (they are rehashed with the server's secret on first use) and
+    keep the clear prefix only for keys PromptProxy generated."""
+    add_columns("keys", {"key_legacy": peewee.BooleanField(default=False)})
+    if has_table("keys"):
+        db.execute_sql("UPDATE keys SET key_legacy = 1 WHERE key IS NOT NULL")
+        db.execute_sql("UPDATE keys SET key_prefix = NULL WHERE substr(key_prefix, 1, 3) != 'pp-'")
+
+
+MIGRATIONS = [baseline, hashed_gateway_keys]
+
+
+# -- running them ---------------------------------------------------------------------------
+
+@contextmanager
+def schema_lock():
+    """Hold the database's schema lock for the block: one starting worker at a time.
+
+    SQLite: an immediate transaction on data.db, which other writers wait for (DDL is
+    transactional in SQLite, so a failed migration leaves nothing half done).
+    """
+    with db.atomic("IMMEDIATE"):
+        yield
+
+
+def upgrade(models):
+    """Run the migrations this database has not had, then create the tables of
+    declared models that do not exist yet (and any index still missing)."""
+    from .fields import utcnow
+
+    with db.connection_context(), schema_lock():
+        db.create_tables([Migration], safe=True)
+        applied = {row.version for row in Migration.select(Migration.version)}
+        for version, migration in enumerate(MIGRATIONS, start=1):
+            if version in applied:
+                continue
+            log.info("applying migration %d: %s", version, migration.__name__)
+            migration(models)
+            Migration.create(version=version, name=migration.__name__, applied=utcnow())
+        db.create_tables([Meta, *models], safe=True)
