@@ -40,8 +40,12 @@ EXPOSE 8090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8090/api/health', timeout=4)"]
 
-# gunicorn's gevent worker patches the standard library before it loads the app.
-# No --preload: it would import the app in the master first and break HTTPS upstreams.
+# gunicorn's gevent worker (ours answers requests it cannot read in the caller's JSON
+# format) patches the standard library before it loads the app. No --preload: it would
+# import the app in the master first and break HTTPS upstreams.
+# Limits: a request line up to 8 KiB (long /api filters), header lines up to 16 KiB,
+# twice gunicorn's default (large tokens and cookies), at most 100 of them. Not more:
+# gunicorn's parser costs time quadratic in the size of the headers it reads.
 # Every call is already recorded in the requests table, so there is no access log by
 # default (it costs CPU on every call); add one with -e GUNICORN_CMD_ARGS="--access-logfile -".
-CMD ["gunicorn", "-k", "gevent", "--bind", "0.0.0.0:8090", "--workers", "2", "--no-control-socket", "app:app"]
+CMD ["gunicorn", "-k", "promptproxy.worker.GeventWorker", "--bind", "0.0.0.0:8090", "--workers", "2", "--limit-request-line", "8190", "--limit-request-field_size", "16384", "--no-control-socket", "app:app"]

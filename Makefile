@@ -6,25 +6,30 @@ HTTP ?= 127.0.0.1:8090
 
 .PHONY: serve test test-fast bench screenshots clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# Two stamps: `serve` needs only what the image installs, the tests add the dev tools.
+$(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-serve: $(BIN)/.installed  ## start PromptProxy on $(HTTP), data in pb_data/
+serve: $(BIN)/.runtime  ## start PromptProxy on $(HTTP), data in pb_data/
 	$(BIN)/python app.py serve --http $(HTTP)
 
-test: $(BIN)/.installed  ## the whole suite, browser and load tests included
+test: $(BIN)/.dev  ## the whole suite, browser, load and packaging tests included
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed  ## everything but the slow tests
+test-fast: $(BIN)/.dev  ## everything but the slow tests
 	$(BIN)/python -m pytest -m "not slow"
 
-screenshots: $(BIN)/.installed  ## retake the README's screenshots into docs/img/ (the browser test)
+screenshots: $(BIN)/.dev  ## retake the README's screenshots into docs/img/ (the browser test)
 	$(BIN)/python -m pytest tests/test_admin_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-bench: $(BIN)/.installed  ## measure PromptProxy against direct; writes docs/benchmarks.md (needs wrk)
+bench: $(BIN)/.dev  ## measure PromptProxy against direct; writes docs/benchmarks.md (needs wrk)
 	$(BIN)/python bench/run.py

@@ -2,28 +2,33 @@
 
 `create_app` builds the Flask application: data in SQLite under the data
 directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
+
+Importing the package itself stays light: gunicorn's master imports our worker
+class (promptproxy.worker) before the worker patches the standard library for
+gevent, and anything imported then is imported unpatched: requests/urllib3 break
+HTTPS upstreams, and peewee's connection state would be shared by every greenlet.
+So what the app needs is imported when `create_app` runs, in the worker.
 """
 
 import atexit
 import logging
 from pathlib import Path
 
-from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
-from flask_wtf.csrf import CSRFProtect
-
-from . import config as settings
-from . import crypto, migrations, stats, superusers
-from .catalog import Catalog
-from .collections import ALL
-from .db import db, make_private, open_database
-from .limits import Limiter
-from .recorder import Recorder
-
 log = logging.getLogger("promptproxy")
 
 
 def create_app(overrides=None):
+    from flask import Flask
+    from flask_wtf.csrf import CSRFProtect
+
+    from . import config as settings
+    from . import crypto, migrations, stats
+    from .catalog import Catalog
+    from .db import make_private, open_database
+    from .limits import Limiter
+    from .recorder import Recorder
+    from .sessions import AdminOnlySessions
+
     conf = settings.from_environ(overrides)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
         logging.basicConfig(level=conf["LOG_LEVEL"],
@@ -78,21 +83,15 @@ def create_app(overrides=None):
 
 def declared_models():
     """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
+    from . import stats, superusers
+    from .collections import ALL
+
     return [superusers.Superuser, stats.RequestStats] + [c.model for c in ALL]
 
 
-class AdminOnlySessions(SecureCookieSessionInterface):
-    """Only the admin pages have a cookie session. The proxy and the REST API are
-    authenticated by key or token on every call, and skipping the session there
-    saves its cookie signing work on the hot path."""
-
-    def open_session(self, app, request):
-        if request.path.startswith(("/v1/", "/api/")):
-            return None  # Flask substitutes a read-only null session
-        return super().open_session(app, request)
-
-
 def _close_db(exc):
+    from .db import db
+
     if not db.is_closed():
         db.close()
 
@@ -100,6 +99,9 @@ def _close_db(exc):
 def announce_setup(app):
     """With no admin yet, print the one-time link that creates the first one
     (only whoever can read the server's log can claim a fresh server)."""
+    from . import superusers
+    from .db import db
+
     with db.connection_context():
         if superusers.any_exist():
             return

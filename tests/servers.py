@@ -3,9 +3,12 @@ real server: the Dockerfile's command, `python app.py serve`, load and shutdown.
 Every server started here is stopped, whatever happens in the test."""
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
+REQUIREMENTS = ROOT / "requirements.txt"
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 30
 
@@ -68,15 +72,42 @@ def healthcheck_cmd():
     return json.loads(command)
 
 
+def runtime_venv():
+    """A virtualenv made from requirements.txt alone, as the image's `pip install`
+    makes it (the test suite's own venv has the dev requirements too, which bring
+    packages the image lacks). Built once per version of the file and of Python,
+    under the user's cache directory; a lock lets concurrent test runs share it."""
+    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "promptproxy-tests"
+    venv = cache / f"runtime-venv-{key}"
+    done = venv / ".complete"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"runtime-venv-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(venv, ignore_errors=True)  # a build cut short
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+            result = subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                 "--disable-pip-version-check", "--no-input", "-r", str(REQUIREMENTS)],
+                capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                pytest.fail(f"pip install -r requirements.txt failed:\n{result.stdout}{result.stderr}")
+            done.touch()
+    return venv
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def server_env(data_dir, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+def server_env(data_dir, bin_dir=VENV_BIN, **extra):
+    """The environment of a server run from `bin_dir`'s virtualenv over `data_dir`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PROMPTPROXY_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PROMPTPROXY_DATA_DIR"] = str(data_dir)
     env.update(extra)
     return env

@@ -1,12 +1,14 @@
-"""Packaging: the Dockerfile lints clean, the exact command its CMD runs serves the
-app, `python app.py serve` starts, and the `superuser` command line works.
+"""Packaging: the Dockerfile lints clean, the exact command its CMD runs serves
+proxied calls, `python app.py serve` starts, and the `superuser` command line works.
 
 No Docker engine runs here, so the image itself is not built: its CMD is read from
-the Dockerfile and run from the repository root with the virtualenv first on PATH,
-which is what the image's WORKDIR and pip-installed requirements amount to.
+the Dockerfile and run from the repository root with a virtualenv made from
+requirements.txt alone first on PATH, which is what the image's WORKDIR and
+pip-installed requirements amount to.
 """
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,11 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import openai
 import pytest
 from werkzeug.security import check_password_hash
 
 from .servers import (DOCKERFILE, ROOT, VENV_BIN, dockerfile_cmd, dockerfile_env, free_port,
-                      healthcheck_cmd, instruction, running, server_env)
+                      healthcheck_cmd, instruction, running, runtime_venv, server_env)
 
 SETUP_LINK = re.compile(r"(https?://[^/\s]+)(/_/setup/([0-9a-f]+))")
 
@@ -81,7 +84,7 @@ def test_dockerfile_runs_gunicorn_gevent_as_a_non_root_user_with_data_in_a_volum
 
     cmd = dockerfile_cmd()
     assert cmd[0] == "gunicorn" and cmd[-1] == "app:app"
-    assert cmd[cmd.index("-k") + 1] == "gevent"
+    assert cmd[cmd.index("-k") + 1] == "promptproxy.worker.GeventWorker"  # gevent, JSON errors
     assert cmd[cmd.index("--bind") + 1] == "0.0.0.0:8090"
     assert "--no-control-socket" in cmd
     # --preload imports the app before gevent patches ssl: every HTTPS upstream breaks.
@@ -100,10 +103,28 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
         assert needed not in ignored
 
 
+def rest(base, method, path, body=None, token=None):
+    """One REST API call with the standard library: (status, parsed JSON)."""
+    request = urllib.request.Request(base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": token} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run builds the runtime virtualenv
 @pytest.mark.parametrize("public_url", [None, "https://llm.example.com"],
                          ids=["default-link", "public-url"])
-def test_the_dockerfile_cmd_serves_the_app(tmp_path, public_url):
+def test_the_dockerfile_cmd_serves_proxied_calls_from_a_venv_of_requirements_txt_alone(
+        tmp_path, upstream, public_url):
+    """The image's environment: requirements.txt alone (what the image's pip install
+    makes), the Dockerfile's ENV and its exact CMD, bound to loopback."""
+    bin_dir = runtime_venv() / "bin"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [arg.replace("0.0.0.0:8090", f"127.0.0.1:{port}") for arg in dockerfile_cmd()]
@@ -112,7 +133,8 @@ def test_the_dockerfile_cmd_serves_the_app(tmp_path, public_url):
     data_dir = tmp_path / "pb_data"
     image_env = {k: v for k, v in dockerfile_env().items() if k != "PROMPTPROXY_DATA_DIR"}
     extra = {"PROMPTPROXY_PUBLIC_URL": public_url} if public_url else {}
-    env = server_env(data_dir, **image_env, **extra)
+    # Records created over REST are seen at once by whichever worker answers.
+    env = server_env(data_dir, bin_dir, PROMPTPROXY_CATALOG_TTL="0", **image_env, **extra)
 
     with running(command, env, tmp_path / "server.log") as server:
         assert server.wait_healthy(base) == {"code": 200, "message": "API is healthy.", "data": {}}
@@ -130,17 +152,48 @@ def test_the_dockerfile_cmd_serves_the_app(tmp_path, public_url):
             assert "Create your admin account" in page
         assert (data_dir / "data.db").is_file()
 
+        # Provisioned as a script would: an admin from the command line (as
+        # `docker exec` runs it), then everything else through the REST API.
+        created = subprocess.run([str(bin_dir / "python"), "app.py", "superuser", "create",
+                                  "ops@example.com", "correct horse battery"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        status, auth = rest(base, "POST", "/api/collections/_superusers/auth-with-password",
+                            {"identity": "ops@example.com", "password": "correct horse battery"})
+        assert status == 200, auth
+
+        def create(collection, **data):
+            status, record = rest(base, "POST", f"/api/collections/{collection}/records", data,
+                                  auth["token"])
+            assert status == 200, record
+            return record
+
+        user = create("users", name="Ada", email="ada@example.com")
+        key = create("keys", user=user["id"], label="image test")["key"]
+        api = create("apis", name="Local", base_url=upstream.base_url, api_key="sk-upstream-secret")
+        create("models", api=api["id"], model="gpt-4o-mini", name="gpt")
+
+        client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=20)
+        answer = client.chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "hello from the image"}])
+        assert answer.choices[0].message.content == "echo: hello from the image"
+        assert answer.usage.prompt_tokens == 4
+        (sent,) = upstream.requests
+        assert sent.headers["Authorization"] == "Bearer sk-upstream-secret"
+        assert json.loads(sent.body)["model"] == "gpt-4o-mini"
+
         # The image's HEALTHCHECK, pointed at this port, passes.
         check = [arg.replace("127.0.0.1:8090", f"127.0.0.1:{port}") for arg in healthcheck_cmd()]
         result = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
 
         assert server.process.poll() is None, server.log()
-    assert server.process.returncode is not None
+        log = server.stop()  # SIGTERM, as `docker stop` sends it
+    assert server.process.returncode == 0, log
     # ...and fails once the server is gone.
     result = subprocess.run(check, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert "Traceback" not in server.log()
+    assert "Traceback" not in log
 
 
 # -- python app.py serve -----------------------------------------------------
