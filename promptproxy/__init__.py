@@ -11,9 +11,10 @@ from pathlib import Path
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as settings
-from . import crypto, stats, superusers
+from . import crypto, stats, superusers, throttle
 from .catalog import Catalog
 from .collections import ALL
 from .db import db, open_database, upgrade
@@ -34,18 +35,25 @@ def create_app(overrides=None):
 
     app = Flask(__name__, template_folder="admin/templates")
     app.session_interface = AdminOnlySessions()
+    if conf["TRUSTED_PROXIES"]:  # believe that many hops of X-Forwarded-For and -Proto
+        hops = conf["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    https = conf["PUBLIC_URL"].lower().startswith("https://")
     app.config.update(
         SECRET_KEY=session_secret,
         PROMPTPROXY=conf,
         MAX_CONTENT_LENGTH=conf["MAX_BODY_BYTES"],
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,  # browsers then never send the admin's cookies in clear
+        REMEMBER_COOKIE_SECURE=https,
+        REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead of expiring mid-edit
         FLASK_ADMIN_SWATCH="default",
     )
 
     open_database(data_dir)
-    upgrade([superusers.Superuser, stats.RequestStats] + [c.model for c in ALL])
+    upgrade([superusers.Superuser, stats.RequestStats, throttle.LoginFailure] + [c.model for c in ALL])
     stats.backfill()  # usage figures for requests recorded before the rollup existed
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
