@@ -227,8 +227,9 @@ class CollectionView(LoginRequired, ModelView):
     def _form_data(self, form):
         data = {f.name: form[f.name].data for f in self.collection.fields if f.name in form}
         for field in self._secrets(form):
-            if not data[field.name]:
-                data[field.name] = kept_value(self.collection, field, form[field.name + KEPT].data)
+            # Only what was typed: an edit form's data starts as the stored (encrypted) value.
+            typed = (form[field.name].raw_data or [""])[0]
+            data[field.name] = typed or kept_value(self.collection, field, form[field.name + KEPT].data)
         return data
 
     def _save(self, form, row=None):
