@@ -364,6 +364,12 @@ class Json(Field):
                     value = json.loads(value)
                 except ValueError as exc:
                     raise Invalid("validation_invalid_json", f"Invalid JSON: {exc}.") from None
+                except RecursionError:
+                    raise Invalid("validation_invalid_json",
+                                  f"Must not nest deeper than {MAX_NESTING} levels.") from None
+                problem = storable_problem(value)
+                if problem:
+                    raise problem
         if value is None:
             return None
         if self.kind is dict and not isinstance(value, dict):

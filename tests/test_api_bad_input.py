@@ -44,6 +44,16 @@ def test_numbers_too_large_for_the_database_are_field_errors(api, value):
     assert api.post(RECORDS.format("users"), json={"name": "Tom", "rpm": 2 ** 63 - 1}).status_code == 200
 
 
+def test_deeply_nested_json_in_the_admin_form(admin):
+    for depth in (100_000, 100):
+        page = submit(admin, "prompts", {"name": "p", "instructions": "x", "active": "y",
+                                         "tools": "[" * depth + "]" * depth})
+        assert page.status_code == 200
+        assert "<li>Must not nest deeper than 64 levels.</li>" in page.get_data(as_text=True)
+    with db.connection_context():
+        assert BY_NAME["prompts"].model.select().count() == 0
+
+
 def test_numbers_too_large_in_the_admin_form(admin):
     page = submit(admin, "users", {"name": "Tom", "rpm": str(10 ** 30), "active": "y"})
     assert page.status_code == 200
