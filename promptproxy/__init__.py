@@ -20,6 +20,7 @@ log = logging.getLogger("promptproxy")
 def create_app(overrides=None):
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
+    from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as settings
     from . import crypto, migrations, stats
@@ -39,12 +40,19 @@ def create_app(overrides=None):
 
     app = Flask(__name__, template_folder="admin/templates")
     app.session_interface = AdminOnlySessions()
+    if conf["TRUSTED_PROXIES"]:  # believe that many hops of X-Forwarded-For and -Proto
+        hops = conf["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+    https = conf["PUBLIC_URL"].lower().startswith("https://")
     app.config.update(
         SECRET_KEY=session_secret,
         PROMPTPROXY=conf,
         MAX_CONTENT_LENGTH=conf["MAX_BODY_BYTES"],
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=https,  # browsers then never send the admin's cookies in clear
+        REMEMBER_COOKIE_SECURE=https,
+        REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead of expiring mid-edit
         FLASK_ADMIN_SWATCH="default",
     )
@@ -83,10 +91,10 @@ def create_app(overrides=None):
 
 def declared_models():
     """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
-    from . import stats, superusers
+    from . import stats, superusers, throttle
     from .collections import ALL
 
-    return [superusers.Superuser, stats.RequestStats] + [c.model for c in ALL]
+    return [superusers.Superuser, stats.RequestStats, throttle.LoginFailure] + [c.model for c in ALL]
 
 
 def _close_db(exc):

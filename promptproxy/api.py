@@ -7,11 +7,13 @@ Errors have PocketBase's shape: {"status", "message", "data": {field: {code, mes
 
 import math
 
+import peewee
 from flask import Blueprint, current_app, g, jsonify, request
 
 from . import records, superusers
 from .collections import BY_NAME
 from .filters import FilterError, parse_filter, parse_sort
+from .throttle import attempt
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -29,6 +31,11 @@ def _api_error(error):
     return error_response(error.status, error.message, error.data)
 
 
+@api.errorhandler(records.RecordReadOnly)
+def _read_only(error):
+    return error_response(403, str(error))
+
+
 def error_response(status, message, data=None):
     return jsonify(status=status, message=message, data=data or {}), status
 
@@ -38,7 +45,10 @@ def field_errors(invalid):
 
 
 def json_body():
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than Python's parser can follow
+        raise ApiError(400, "The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object.")
     return body
@@ -67,11 +77,6 @@ def record_or_404(collection, record_id):
     return row
 
 
-def writable(collection):
-    if collection.readonly:
-        raise ApiError(403, f"Records of {collection.name} are written by PromptProxy only.")
-
-
 def int_arg(name, default, low, high):
     raw = request.args.get(name)
     if raw in (None, ""):
@@ -92,7 +97,7 @@ def auth_with_password():
     body = json_body()
     identity, password = str(body.get("identity", "")), str(body.get("password", ""))
     throttle = current_app.extensions["promptproxy.login_throttle"]
-    who = (request.remote_addr, identity.strip().lower())
+    who = attempt(identity)
     wait = throttle.wait(who)
     if wait:
         response = error_response(429, f"Too many failed attempts. Try again in {wait} seconds.")
@@ -121,8 +126,13 @@ def list_records(name):
     query = collection.model.select()
     if where is not None:
         query = query.where(where)
-    total = query.count()
-    rows = query.order_by(*order, collection.model.id).paginate(page, per_page)
+    try:
+        total = query.count()
+        rows = list(query.order_by(*order, collection.model.id).paginate(page, per_page))
+    except (peewee.OperationalError, OverflowError) as exc:
+        if where is None or "locked" in str(exc):
+            raise
+        raise ApiError(400, f"Invalid filter: the database could not run it ({exc}).") from None
     return jsonify(page=page, perPage=per_page, totalItems=total,
                    totalPages=math.ceil(total / per_page),
                    items=[collection.to_json(row) for row in rows])
@@ -139,7 +149,6 @@ def view_record(name, record_id):
 def create_record(name):
     require_admin()
     collection = collection_or_404(name)
-    writable(collection)
     try:
         row, revealed = records.save(collection, json_body())
     except records.RecordInvalid as invalid:
@@ -151,7 +160,6 @@ def create_record(name):
 def update_record(name, record_id):
     require_admin()
     collection = collection_or_404(name)
-    writable(collection)
     row = record_or_404(collection, record_id)
     try:
         row, _ = records.save(collection, json_body(), row=row)

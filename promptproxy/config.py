@@ -15,7 +15,10 @@ DEFAULTS = {
     "PUBLIC_URL": "",  # where admins reach the server; used in the set-up link
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "LOG_LEVEL": "INFO",
-    "CATALOG_TTL": 0.5,  # seconds an admin's edit may take to reach the proxy
+    "CATALOG_TTL": 0.5,
+    # Reverse-proxy hops in front of PromptProxy whose X-Forwarded-For is believed;
+    # 0 trusts none and takes the connecting address as the client's.
+    "TRUSTED_PROXIES": 0,  # seconds an admin's edit may take to reach the proxy
     # Instance-wide rate limits for users and keys that set none; 0 means no limit.
     "DEFAULT_RPM": 0,
     "DEFAULT_TPM": 0,

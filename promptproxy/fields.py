@@ -13,6 +13,7 @@ both get the same rules and messages.
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 import secrets
 import string
@@ -56,6 +57,32 @@ class Invalid(ValueError):
 
 def blank(value):
     return value is None or value == "" or value == [] or value == {}
+
+
+MAX_NESTING = 64  # JSON values nest at most this deep (headers and tools need a handful)
+INTEGER_RANGE = (-2 ** 63, 2 ** 63 - 1)  # what an SQLite INTEGER column can hold
+
+
+def storable_problem(value):
+    """Why `value` (form or JSON input, before any field looks at it) cannot be
+    stored, as an Invalid, or None when it can: text must be encodable as UTF-8
+    (a lone surrogate such as "\\ud800" is not), and nesting is bounded so that
+    encoding it again never exhausts the stack."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return Invalid("validation_invalid_text",
+                               "Must be valid Unicode text (it contains a lone surrogate).")
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_NESTING:
+                return Invalid("validation_invalid_json", f"Must not nest deeper than {MAX_NESTING} levels.")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 class _RequiredFlag:
@@ -198,7 +225,10 @@ class Url(Text):
         from urllib.parse import urlsplit
 
         value = super().parse(value, form)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1"
+            raise Invalid("validation_invalid_url", "The host is not a valid name or address.") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Invalid("validation_invalid_url",
                           "Must be an http:// or https:// URL, like http://localhost:11434/v1.")
@@ -237,10 +267,15 @@ class Number(Field):
                 raise Invalid("validation_invalid_number",
                               "Must be a whole number." if not self.decimal
                               else "Must be a number.") from None
-        if self.min is not None and number < self.min:
-            raise Invalid("validation_min_number_constraint", f"Must be at least {self.min}.")
-        if self.max is not None and number > self.max:
-            raise Invalid("validation_max_number_constraint", f"Must be at most {self.max}.")
+        if self.decimal and not math.isfinite(number):
+            raise Invalid("validation_invalid_number", "Must be a finite number.")
+        low, high = INTEGER_RANGE  # the column's range bounds floats too, where no min/max is set
+        low = low if self.min is None else self.min
+        high = high if self.max is None else self.max
+        if number < low:
+            raise Invalid("validation_min_number_constraint", f"Must be at least {low}.")
+        if number > high:
+            raise Invalid("validation_max_number_constraint", f"Must be at most {high}.")
         return number
 
     def form_options(self, creating):
@@ -330,6 +365,12 @@ class Json(Field):
                     value = json.loads(value)
                 except ValueError as exc:
                     raise Invalid("validation_invalid_json", f"Invalid JSON: {exc}.") from None
+                except RecursionError:
+                    raise Invalid("validation_invalid_json",
+                                  f"Must not nest deeper than {MAX_NESTING} levels.") from None
+                problem = storable_problem(value)
+                if problem:
+                    raise problem
         if value is None:
             return None
         if self.kind is dict and not isinstance(value, dict):

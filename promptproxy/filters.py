@@ -78,8 +78,20 @@ def _tokenize(text):
             i = m.end()
 
 
+INTEGER_RANGE = (-2 ** 63, 2 ** 63 - 1)  # what SQLite can bind as an integer
+
+
 def _literal(value):
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            not INTEGER_RANGE[0] <= value <= INTEGER_RANGE[1]:
+        raise FilterError(f"the number {value} is out of range (at most 64-bit integers)")
     return peewee.Value(value, converter=False)  # bound as a parameter, never converted again
+
+
+def _joined(terms, glue):
+    """Terms joined flat (``a AND b AND c``): peewee's ``&`` nests a pair of parentheses
+    per term, and a long chain of those overflows SQLite's parser stack."""
+    return terms[0] if len(terms) == 1 else peewee.NodeList(terms, f" {glue} ", parens=True)
 
 
 def _is_lit(side, value):
@@ -188,18 +200,18 @@ def parse_filter(text, columns):
         return _compare(left, token[2], operand())
 
     def and_expr(depth):
-        expr = primary(depth)
+        terms = [primary(depth)]
         while peek() is not None and peek()[2] == "&&":
             take()
-            expr = expr & primary(depth)
-        return expr
+            terms.append(primary(depth))
+        return _joined(terms, "AND")
 
     def or_expr(depth):
-        expr = and_expr(depth)
+        terms = [and_expr(depth)]
         while peek() is not None and peek()[2] == "||":
             take()
-            expr = expr | and_expr(depth)
-        return expr
+            terms.append(and_expr(depth))
+        return _joined(terms, "OR")
 
     expr = or_expr(0)
     if peek() is not None:

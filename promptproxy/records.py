@@ -6,7 +6,7 @@ refuse exactly the same things with the same messages.
 
 from .collections import BY_NAME, dependents
 from .db import bump_version, db
-from .fields import KEEP, Invalid, blank, utcnow
+from .fields import KEEP, Invalid, blank, storable_problem, utcnow
 
 
 class RecordInvalid(Exception):
@@ -21,6 +21,18 @@ class RecordInUse(Exception):
     """A delete refused because other records still point at this one."""
 
 
+class RecordReadOnly(Exception):
+    """A write refused because the collection's rows are written by PromptProxy only."""
+
+    def __init__(self, collection):
+        super().__init__(f"Records of {collection.name} are written by PromptProxy only.")
+
+
+def writable(collection):
+    if collection.readonly:
+        raise RecordReadOnly(collection)
+
+
 def save(collection, data, row=None, form=False):
     """Validate `data` and create (row=None) or update `row`.
 
@@ -28,6 +40,7 @@ def save(collection, data, row=None, form=False):
     such as a newly generated gateway key. Only fields present in `data` change on
     update; on create, absent fields take their defaults.
     """
+    writable(collection)
     creating = row is None
     errors, values = {}, {}
     for field in collection.fields:
@@ -35,6 +48,9 @@ def save(collection, data, row=None, form=False):
             continue
         if field.name in data:
             try:
+                problem = storable_problem(data[field.name])
+                if problem:
+                    raise problem
                 value = field.clean(data[field.name], form=form)
             except Invalid as exc:
                 errors[field.name] = exc
@@ -90,13 +106,13 @@ def save(collection, data, row=None, form=False):
     row.updated = utcnow()
     with db.atomic():
         row.save(force_insert=creating)
-        if not collection.readonly:
-            bump_version()
+        bump_version()
     return row, revealed
 
 
 def delete(collection, row):
     """Delete `row`, unless records that must not lose it still point at it."""
+    writable(collection)
     blockers = []
     for other, field in dependents(collection):
         if field.on_delete != "restrict":
@@ -111,5 +127,4 @@ def delete(collection, row):
                           f"still used by {'; '.join(blockers)}. Delete or change those first.")
     with db.atomic():
         row.delete_instance()
-        if not collection.readonly:
-            bump_version()
+        bump_version()

@@ -10,7 +10,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import BaseModel
-from .fields import new_id, utcnow
+from .fields import new_id, storable_problem, utcnow
 
 TOKEN_MAX_AGE = 14 * 24 * 3600
 MIN_PASSWORD = 8
@@ -62,7 +62,9 @@ def upsert(email, password):
 
 
 def authenticate(email, password):
-    admin = Superuser.get_or_none(Superuser.email == (email or "").strip().lower())
+    email = (email or "").strip().lower()
+    storable = not storable_problem(email)  # a lone surrogate can't even be looked up
+    admin = Superuser.get_or_none(Superuser.email == email) if storable else None
     if admin and check_password_hash(admin.password_hash, password or ""):
         return admin
     if admin is None:

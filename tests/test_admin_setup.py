@@ -124,11 +124,13 @@ def test_failed_logins_are_slowed_down(app, client):
     assert client.get("/_/keys/").status_code == 302  # even the right password waits
 
 
-def test_throttle_backs_off_and_forgets():
+def test_throttle_backs_off_and_forgets(app):
+    from promptproxy.db import db
     from promptproxy.throttle import LoginThrottle
 
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0])
+    db.connect(reuse_if_open=True)
     for _ in range(5):
         assert throttle.wait("k") == 0
         throttle.failed("k")

@@ -1,5 +1,6 @@
 """The admin at /_/: Flask-Admin over the collections, behind a login."""
 
+from flask import request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import LoginManager
@@ -12,12 +13,28 @@ from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal
 
 
+ADMIN_HEADERS = {
+    "X-Frame-Options": "DENY",  # no clickjacking: the admin is never shown in a frame
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # record ids and filters in URLs stay on this server
+}
+
+
+def protect_admin_pages(response):
+    if request.path == "/_" or request.path.startswith("/_/"):
+        for name, value in ADMIN_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 def init_admin(app):
     login = LoginManager(app)
     login.login_view = "admin.login_view"
     login.user_loader(lambda admin_id: superusers.Superuser.get_or_none(superusers.Superuser.id == admin_id))
-    app.extensions["promptproxy.login_throttle"] = LoginThrottle()
+    app.extensions["promptproxy.login_throttle"] = LoginThrottle()  # shared through data.db
     app.jinja_env.globals["pop_reveal"] = pop_reveal
+    app.after_request(protect_admin_pages)
 
     admin = Admin(
         app, name="PromptProxy", url="/_",

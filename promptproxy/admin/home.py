@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, flash, jsonify, redirect, request, url_for
 from flask.helpers import send_from_directory
@@ -16,6 +17,7 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo
 
 from .. import stats, superusers
+from ..throttle import attempt
 from ..collections import ALL
 
 STATIC = Path(__file__).parent / "static"
@@ -36,10 +38,15 @@ class SetupForm(FlaskForm):
 
 
 def safe_next(target):
-    """Only follow `next` to a path on this server."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    """Only follow `next` to a path on this server: a single leading slash, then no
+    backslash, whitespace or control character (browsers drop tabs and newlines,
+    so "/\t/evil.example" would become "//evil.example")."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if any(c == "\\" or c.isspace() or not c.isprintable() for c in target):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
 
 
 @cache
@@ -108,7 +115,7 @@ class HomeView(AdminIndexView):
         error = None
         if form.validate_on_submit():
             throttle = current_app.extensions["promptproxy.login_throttle"]
-            who = (request.remote_addr, form.email.data.strip().lower())
+            who = attempt(form.email.data)
             wait = throttle.wait(who)
             if wait:
                 error = f"Too many failed attempts. Try again in {wait} seconds."

@@ -4,16 +4,17 @@ forms and formatting are all read off the collection's declaration."""
 import json
 
 from flask import flash, g, redirect, request, session, url_for
+from flask_admin.actions import action
 from flask_admin.contrib.peewee import ModelView
 from flask_admin.contrib.peewee import filters as peewee_filters
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from markupsafe import Markup
-from wtforms.fields import SelectChoice
+from wtforms.fields import HiddenField, SelectChoice
 
 from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import Bool, DateTime, Json, LongText, Relation, Relations
+from ..fields import Bool, DateTime, Json, LongText, Relation, Relations, Secret
 
 REVEAL_KEY = "_reveal"
 
@@ -99,6 +100,42 @@ def detail_cell(field):
     return cell(field)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse_formula(text):
+    """A CSV cell a spreadsheet would run as a formula, made plain text (OWASP's advice)."""
+    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_STARTS) else text
+
+
+def export_cell(field):
+    """A CSV export formatter: whole values as plain text, related records by name."""
+    def format_export(view, context, row, name):
+        value = getattr(row, name)
+        if isinstance(field, Relation) and not isinstance(field, Relations):
+            return relation_title(field, value) or value or ""
+        if isinstance(field, Json):
+            return "" if value is None else json.dumps(value, ensure_ascii=False)
+        if isinstance(field, LongText):
+            return value or ""
+        return field.cell(row)
+    return format_export
+
+
+KEPT = "_kept"  # suffix of the hidden input that carries a typed secret through a failed submit
+
+
+def keep_token(collection, field, value):
+    return crypto.encrypt(f"{collection.name}.{field.name}:{value}")
+
+
+def kept_value(collection, field, token):
+    """The secret typed on the previous try, from its hidden input; None if absent or not ours."""
+    prefix = f"{collection.name}.{field.name}:"
+    text = crypto.decrypt(token) if token else ""
+    return text[len(prefix):] if text and text.startswith(prefix) else None
+
+
 def filters_for(collection):
     model = collection.model
     result = []
@@ -143,8 +180,17 @@ class CollectionView(LoginRequired, ModelView):
         self.column_formatters.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
         self.column_formatters_detail = {**self.column_formatters,
                                          **{name: detail_cell(field) for name, field in fields.items()}}
-        self.can_create = self.can_edit = not collection.readonly
+        # Every write goes through records.py: create_model, update_model, delete_model and
+        # action_delete below. Flask-Admin's other write paths stay off: no inline
+        # (ajax) editing, no inline models, no mass delete by query.
+        self.can_create = self.can_edit = self.can_delete = not collection.readonly
+        self.column_editable_list = None
+        self.inline_models = None
+        self.fast_mass_delete = False
         self.can_export = collection.readonly
+        self.column_export_list = self.column_details_list
+        self.column_formatters_export = {name: export_cell(field) for name, field in fields.items()}
+        self.column_formatters_export.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
         super().__init__(model, name=collection.name, endpoint=collection.name,
                          url=collection.name, **kwargs)
 
@@ -152,6 +198,7 @@ class CollectionView(LoginRequired, ModelView):
     def _form_class(self, creating):
         attrs = {f.name: f.form_field(creating) for f in self.collection.fields
                  if f.editable and (creating or not f.immutable)}
+        attrs.update({f.name + KEPT: HiddenField() for f in self.collection.fields if isinstance(f, Secret)})
         return type(f"{self.collection.name.title()}Form", (self.form_base_class,), attrs)
 
     def scaffold_form(self):
@@ -174,16 +221,38 @@ class CollectionView(LoginRequired, ModelView):
     def edit_form(self, obj=None):
         return self._with_choices(super().edit_form(obj))
 
+    def _secrets(self, form):
+        return [f for f in self.collection.fields if isinstance(f, Secret) and f.name in form]
+
     def _form_data(self, form):
-        return {f.name: form[f.name].data for f in self.collection.fields if f.name in form}
+        data = {f.name: form[f.name].data for f in self.collection.fields if f.name in form}
+        for field in self._secrets(form):
+            # Only what was typed: an edit form's data starts as the stored (encrypted) value.
+            typed = (form[field.name].raw_data or [""])[0]
+            data[field.name] = typed or kept_value(self.collection, field, form[field.name + KEPT].data)
+        return data
 
     def _save(self, form, row=None):
+        data = self._form_data(form)
         try:
-            return records.save(self.collection, self._form_data(form), row=row, form=True)
+            return records.save(self.collection, data, row=row, form=True)
         except records.RecordInvalid as invalid:
             for name, error in invalid.errors.items():
                 form[name].errors = list(form[name].errors or []) + [error.message]
+            self._keep_secrets(form, data, invalid.errors)
             return None, None
+
+    def _keep_secrets(self, form, data, errors):
+        """Browsers never refill a password input, so a typed secret would be lost on a
+        failed submit: carry it, encrypted, in a hidden input, and say so."""
+        for field in self._secrets(form):
+            value = data.get(field.name)
+            if not value or field.name in errors:
+                continue
+            kept = form[field.name + KEPT]
+            kept.data, kept.raw_data = (token := keep_token(self.collection, field, value)), [token]
+            form[field.name].description = ("The key you typed is kept (not shown): leave this blank "
+                                            "to save it, or type another.")
 
     def create_model(self, form):
         row, revealed = self._save(form)
@@ -204,10 +273,22 @@ class CollectionView(LoginRequired, ModelView):
     def delete_model(self, model):
         try:
             records.delete(self.collection, model)
-        except records.RecordInUse as refused:
+        except (records.RecordInUse, records.RecordReadOnly) as refused:
             flash(str(refused), "error")
             return False
         return True
+
+    @action("delete", "Delete", "Are you sure you want to delete selected records?")
+    def action_delete(self, ids):
+        """"With selected → Delete": each record through records.delete, as the delete
+        button does, so refusals are reported and the proxy hears of each change."""
+        model = self.model
+        deleted = sum(self.delete_model(row) for row in model.select().where(model.id.in_(ids)))
+        if deleted:
+            flash(f"{deleted} record{'s' if deleted != 1 else ''} deleted.", "success")
+
+    def get_export_value(self, model, name):
+        return defuse_formula(super().get_export_value(model, name))
 
     def search_placeholder(self):
         labels = [self.column_labels.get(name, name).lower() for name in self.collection.search]
