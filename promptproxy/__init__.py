@@ -18,7 +18,8 @@ from .catalog import Catalog
 from .collections import ALL
 from .db import db, open_database, upgrade
 from .limits import Limiter
-from .recorder import Recorder
+from .recorder import Recorder, close_connection
+from .writer import Writer
 
 log = logging.getLogger("promptproxy")
 
@@ -55,11 +56,13 @@ def create_app(overrides=None):
     from .proxy import proxy
 
     app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
-    app.extensions["promptproxy.limiter"] = Limiter(
+    limiter = app.extensions["promptproxy.limiter"] = Limiter(
         str(Path(data_dir) / "limits.db"),
         defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
-    recorder = app.extensions["promptproxy.recorder"] = Recorder().start()
-    atexit.register(recorder.stop)  # flush request rows when the process ends
+    # data.db's single writer thread: request rows, and any write that must not run on the event loop
+    writer = app.extensions["promptproxy.writer"] = Writer("data.db", on_stop=close_connection)
+    recorder = app.extensions["promptproxy.recorder"] = Recorder(data_dir, writer).start()
+    atexit.register(stop, app)  # write pending request rows when the process ends
 
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # token-authenticated, no cookies
@@ -83,6 +86,12 @@ class AdminOnlySessions(SecureCookieSessionInterface):
         if request.path.startswith(("/v1/", "/api/")):
             return None  # Flask substitutes a read-only null session
         return super().open_session(app, request)
+
+
+def stop(app):
+    """Write every pending request row and end the writer threads. Idempotent, never raises."""
+    app.extensions["promptproxy.recorder"].stop()  # stops the data writer after the last rows
+    app.extensions["promptproxy.limiter"].stop()
 
 
 def _close_db(exc):
