@@ -24,13 +24,18 @@ def clean(model, row, notes_column="error"):
     columns can be stored, and read back as it was meant; a note of each change
     is appended to `notes_column`. Never raises."""
     cleaned, notes = {}, []
-    for field in model._meta.sorted_fields:
-        name = field.name
+    for name, kind, field in _columns(model):
         if name not in row:
             continue
         value = row[name]
-        if value is not None:
+        if value is None:
+            pass
+        elif type(value) is not kind:  # the common cases need no closer look
             value, note = _clean_value(field, value)
+            if note:
+                notes.append(f"{name} {note}")
+        elif kind is str:
+            value, note = text(value)
             if note:
                 notes.append(f"{name} {note}")
         cleaned[name] = value
@@ -38,6 +43,36 @@ def clean(model, row, notes_column="error"):
         before = cleaned.get(notes_column)
         cleaned[notes_column] = "; ".join(([before] if before else []) + notes)
     return cleaned
+
+
+def _columns(model):
+    """[(name, the Python type its values normally have, field)], worked out once per model."""
+    try:
+        return _COLUMNS[model]
+    except KeyError:
+        pass
+    columns = []
+    for field in model._meta.sorted_fields:
+        if isinstance(field, peewee.BooleanField):
+            kind = bool
+        elif isinstance(field, peewee.IntegerField):
+            kind = int
+        elif isinstance(field, peewee.FloatField):
+            kind = float
+        elif isinstance(field, peewee.DateTimeField):
+            kind = dt.datetime
+        elif isinstance(field, JSONColumn):
+            kind = None  # always encoded here
+        elif isinstance(field, (peewee.TextField, peewee.CharField)):
+            kind = str
+        else:
+            kind = object
+        columns.append((field.name, kind, field))
+    _COLUMNS[model] = columns
+    return columns
+
+
+_COLUMNS = {}
 
 
 def _clean_value(field, value):
