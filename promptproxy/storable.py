@@ -30,11 +30,11 @@ def clean(model, row, notes_column="error"):
         value = row[name]
         if value is None:
             pass
-        elif type(value) is not kind:  # the common cases need no closer look
+        elif type(value) is not kind or (kind is int and not INT_MIN <= value <= INT_MAX):
             value, note = _clean_value(field, value)
             if note:
                 notes.append(f"{name} {note}")
-        elif kind is str:
+        elif kind is str:  # the only common type that can hold what cannot be stored
             value, note = text(value)
             if note:
                 notes.append(f"{name} {note}")
