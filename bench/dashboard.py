@@ -153,7 +153,7 @@ def main(argv=None):
             write_seconds += time.perf_counter() - generated
         finally:
             stats.add = add
-        db.close()  # the recorder's connection (this thread's)
+        recorder.stop()  # closes its writer thread's connection
 
         with db.connection_context():
             stored = BY_NAME["requests"].model.select().count()

@@ -27,8 +27,9 @@ def create_app(overrides=None):
     from .catalog import Catalog
     from .db import make_private, open_database
     from .limits import Limiter
-    from .recorder import Recorder
+    from .recorder import Recorder, close_connection
     from .sessions import AdminOnlySessions
+    from .writer import Writer
 
     conf = settings.from_environ(overrides)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
@@ -73,8 +74,10 @@ def create_app(overrides=None):
     app.extensions["promptproxy.limiter"] = Limiter(
         str(limits_db),
         defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
-    recorder = app.extensions["promptproxy.recorder"] = Recorder().start()
-    atexit.register(recorder.stop)  # flush request rows when the process ends
+    # data.db's single writer thread: request rows, and any write that must not run on the event loop
+    writer = app.extensions["promptproxy.writer"] = Writer("data.db", on_stop=close_connection)
+    recorder = app.extensions["promptproxy.recorder"] = Recorder(data_dir, writer).start()
+    atexit.register(stop, app)  # write pending request rows when the process ends
 
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # token-authenticated, no cookies
@@ -95,6 +98,12 @@ def declared_models():
     from .collections import ALL
 
     return [superusers.Superuser, stats.RequestStats, throttle.LoginFailure] + [c.model for c in ALL]
+
+
+def stop(app):
+    """Write every pending request row and end the writer threads. Idempotent, never raises."""
+    app.extensions["promptproxy.recorder"].stop()  # stops the data writer after the last rows
+    app.extensions["promptproxy.limiter"].stop()
 
 
 def _close_db(exc):

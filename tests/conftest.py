@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from promptproxy import create_app, superusers
+from promptproxy import create_app, stop, superusers
 from promptproxy.db import db
 
 ADMIN_EMAIL = "admin@example.com"
@@ -24,7 +24,7 @@ def app(data_dir):
     app = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
     app.config["TESTING"] = True
     yield app
-    app.extensions["promptproxy.recorder"].stop()
+    stop(app)
     if not db.is_closed():
         db.close()
 
