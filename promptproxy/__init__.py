@@ -25,7 +25,7 @@ def create_app(overrides=None):
     from . import config as settings
     from . import crypto, migrations, stats
     from .catalog import Catalog
-    from .db import make_private, open_database
+    from .db import make_private, open_database, use_writer
     from .limits import Limiter
     from .recorder import Recorder, close_connection
     from .sessions import AdminOnlySessions
@@ -76,6 +76,7 @@ def create_app(overrides=None):
         defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
     # data.db's single writer thread: request rows, and any write that must not run on the event loop
     writer = app.extensions["promptproxy.writer"] = Writer("data.db", on_stop=close_connection)
+    use_writer(writer)  # record writes from the admin and the REST API go there too
     recorder = app.extensions["promptproxy.recorder"] = Recorder(data_dir, writer).start()
     atexit.register(stop, app)  # write pending request rows when the process ends
 

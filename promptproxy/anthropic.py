@@ -756,12 +756,19 @@ def _finish_reason(stop_reason):
     return FINISH_REASONS.get(stop_reason, "stop")
 
 
+def _tokens(usage, name):
+    """A token count from the other side's usage: a whole number, or 0 for anything
+    else (upstream answers are untrusted; the request row notes what was odd)."""
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _openai_usage(usage):
     usage = usage if isinstance(usage, dict) else {}
-    cache_read = usage.get("cache_read_input_tokens")
-    prompt = sum(usage.get(name) or 0 for name in (
+    cache_read = _tokens(usage, "cache_read_input_tokens")
+    prompt = sum(_tokens(usage, name) for name in (
         "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    completion = usage.get("output_tokens") or 0
+    completion = _tokens(usage, "output_tokens")
     result = {"prompt_tokens": prompt, "completion_tokens": completion,
               "total_tokens": prompt + completion}
     if cache_read:
@@ -772,9 +779,9 @@ def _openai_usage(usage):
 def _anthropic_usage(usage):
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = (details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    result = {"input_tokens": (usage.get("prompt_tokens") or 0) - cached,
-              "output_tokens": usage.get("completion_tokens") or 0}
+    cached = _tokens(details, "cached_tokens") if isinstance(details, dict) else 0
+    result = {"input_tokens": max(0, _tokens(usage, "prompt_tokens") - cached),
+              "output_tokens": _tokens(usage, "completion_tokens")}
     if cached:
         result["cache_read_input_tokens"] = cached
     return result

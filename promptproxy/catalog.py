@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import crypto
 from .collections import BY_NAME
-from .db import bump_version, connection, db, off_loop, read_version
+from .db import bump_version, connection, read_version, write
 from .fields import GatewayKey
 
 
@@ -132,12 +132,11 @@ def rehash_key(row, token):
     matches while the legacy digest is there, so concurrent first uses write once."""
     keys = BY_NAME["keys"].model
 
-    def write():
-        with connection(), db.atomic():
-            changed = (keys.update(key=GatewayKey.digest(token), key_legacy=False,
-                                   key_prefix=token[:GatewayKey.SHOWN] if GatewayKey.generated(token) else None)
-                       .where(keys.id == row.id, keys.key == GatewayKey.legacy_digest(token))
-                       .execute())
-            if changed:
-                bump_version()
-    off_loop(write)
+    def rehash():
+        changed = (keys.update(key=GatewayKey.digest(token), key_legacy=False,
+                               key_prefix=token[:GatewayKey.SHOWN] if GatewayKey.generated(token) else None)
+                   .where(keys.id == row.id, keys.key == GatewayKey.legacy_digest(token))
+                   .execute())
+        if changed:
+            bump_version()
+    write(rehash)

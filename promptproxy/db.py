@@ -12,6 +12,7 @@ from pathlib import Path
 import peewee
 
 db = peewee.DatabaseProxy()
+_writer = None  # data.db's writer thread while the app runs (see writer.py and `write`)
 
 PRAGMAS = {
     "journal_mode": "wal",
@@ -48,6 +49,24 @@ def read_version():
     return row.value if row else 0
 
 
+def use_writer(writer):
+    """Send every `write` to `writer`'s thread from now on (None: write in place)."""
+    global _writer
+    _writer = writer
+
+
+def write(function, *args, **kwargs):
+    """Run `function(*args, **kwargs)` as one transaction on data.db's writer thread,
+    where the app runs one, and return its result. A write may wait for a lock that
+    another process holds; on the writer's thread only the caller waits, never the
+    event loop. Without a writer (the CLI, scripts) it runs here."""
+    def transaction():
+        db.connect(reuse_if_open=True)
+        with db.atomic():
+            return function(*args, **kwargs)
+    return _writer.run(transaction) if _writer is not None else transaction()
+
+
 @contextmanager
 def connection():
     """Use the current connection, or open one just for this block."""
@@ -59,19 +78,6 @@ def connection():
     finally:
         if opened and not db.is_closed():
             db.close()
-
-
-def off_loop(function):
-    """Run a blocking database call: under gevent in a thread of the hub's pool while
-    this greenlet waits (the event loop keeps relaying other calls), else in place."""
-    try:
-        from gevent import monkey
-    except ImportError:
-        return function()
-    if not monkey.is_module_patched("threading"):
-        return function()
-    import gevent
-    return gevent.get_hub().threadpool.apply(function)
 
 
 def open_database(data_dir):

@@ -1,11 +1,14 @@
 """Creating, updating and deleting records with a collection's rules.
 
-The admin forms and the REST API both come through here, so they accept and
-refuse exactly the same things with the same messages.
+The admin forms, its bulk actions, the REST API and the CLI all come through
+here, so they accept and refuse exactly the same things with the same messages,
+and every write tells the proxy through the change counter. Each save or delete
+is one transaction on data.db's writer thread (`db.write`): the checks and the
+write see the same data, and no request greenlet waits on a database lock.
 """
 
 from .collections import BY_NAME, dependents
-from .db import bump_version, db
+from .db import bump_version, write
 from .fields import KEEP, Invalid, blank, storable_problem, utcnow
 
 
@@ -41,6 +44,10 @@ def save(collection, data, row=None, form=False):
     update; on create, absent fields take their defaults.
     """
     writable(collection)
+    return write(_save, collection, data, row, form)
+
+
+def _save(collection, data, row, form):
     creating = row is None
     errors, values = {}, {}
     for field in collection.fields:
@@ -104,15 +111,18 @@ def save(collection, data, row=None, form=False):
         if field.reveal_once and creating:
             revealed[name] = value
     row.updated = utcnow()
-    with db.atomic():
-        row.save(force_insert=creating)
-        bump_version()
+    row.save(force_insert=creating)
+    bump_version()
     return row, revealed
 
 
 def delete(collection, row):
     """Delete `row`, unless records that must not lose it still point at it."""
     writable(collection)
+    write(_delete, collection, row)
+
+
+def _delete(collection, row):
     blockers = []
     for other, field in dependents(collection):
         if field.on_delete != "restrict":
@@ -125,6 +135,5 @@ def delete(collection, row):
     if blockers:
         raise RecordInUse(f"Cannot delete {collection.name} record \"{collection.title(row)}\": "
                           f"still used by {'; '.join(blockers)}. Delete or change those first.")
-    with db.atomic():
-        row.delete_instance()
-        bump_version()
+    row.delete_instance()
+    bump_version()

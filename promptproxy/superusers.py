@@ -9,7 +9,7 @@ from flask_login import UserMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .db import BaseModel
+from .db import BaseModel, write
 from .fields import new_id, storable_problem, utcnow
 
 TOKEN_MAX_AGE = 14 * 24 * 3600
@@ -51,14 +51,18 @@ def check_credentials(email, password):
 def upsert(email, password):
     """Create the admin, or set the password of an existing one. Returns (admin, created)."""
     email = email.strip().lower()
-    admin = Superuser.get_or_none(Superuser.email == email)
-    created = admin is None
-    if created:
-        admin = Superuser(email=email)
-    admin.password_hash = generate_password_hash(password)
-    admin.updated = utcnow()
-    admin.save(force_insert=created)
-    return admin, created
+    password_hash = generate_password_hash(password)
+
+    def save():
+        admin = Superuser.get_or_none(Superuser.email == email)
+        created = admin is None
+        if created:
+            admin = Superuser(email=email)
+        admin.password_hash = password_hash
+        admin.updated = utcnow()
+        admin.save(force_insert=created)
+        return admin, created
+    return write(save)
 
 
 def authenticate(email, password):

@@ -14,7 +14,7 @@ import time
 import peewee
 from flask import request
 
-from .db import BaseModel
+from .db import BaseModel, write
 
 FREE_TRIES = 5
 FORGET_AFTER = 15 * 60
@@ -54,13 +54,16 @@ class LoginThrottle:
         return max(0, int(row.last + delay - now + 0.999))
 
     def failed(self, key):
-        now = self.clock()
+        write(self._count_failure, _digest(key), self.clock())
+
+    @staticmethod
+    def _count_failure(digest, now):
         forgotten = LoginFailure.last < now - FORGET_AFTER
-        LoginFailure.insert(key=_digest(key), count=1, last=now).on_conflict(
+        LoginFailure.insert(key=digest, count=1, last=now).on_conflict(
             conflict_target=[LoginFailure.key],
             update={LoginFailure.count: peewee.Case(None, [(forgotten, 1)], LoginFailure.count + 1),
                     LoginFailure.last: now}).execute()
         LoginFailure.delete().where(forgotten).execute()  # bounded under a spray of addresses
 
     def succeeded(self, key):
-        LoginFailure.delete().where(LoginFailure.key == _digest(key)).execute()
+        write(LoginFailure.delete().where(LoginFailure.key == _digest(key)).execute)
