@@ -115,14 +115,20 @@ class Call:
         except Exception:
             log.exception("releasing the rate-limit slot of a call failed")
         finally:
-            self.recorder.record(self.row())
+            try:
+                row = self.row()
+            except Exception:  # never lose the row over what a client or upstream sent
+                log.exception("the request row of a call could not be built whole")
+                row = self.row(bodies=False)
+            self.recorder.record(row)
 
     def first_byte(self):
         if self.ttfb_ms is None:
             self.ttfb_ms = (time.perf_counter() - self.started) * 1000
 
-    def row(self):
-        usage = self.usage or {}
+    def row(self, bodies=True):
+        """The request row; with the bodies, prompt and reply only for tracked keys."""
+        usage = self.usage if isinstance(self.usage, dict) else {}
         row = {
             "created": self.created, "user": self.user.id, "key": self.key.id,
             "api": self.api.id if self.api else None, "model": self.model.id if self.model else None,
@@ -135,10 +141,10 @@ class Call:
             "latency_ms": round((time.perf_counter() - self.started) * 1000),
             "ttfb_ms": round(self.ttfb_ms) if self.ttfb_ms is not None else None,
         }
-        if self.track:
+        if self.track and bodies:
             row.update(request_body=self.request_body, response_body=self.response_body,
                        system_prompt=self.system_prompt, user_message=last_user_message(self.request_body),
-                       reply="".join(self.reply_parts) or None)
+                       reply="".join(part for part in self.reply_parts if isinstance(part, str)) or None)
         return row
 
 
@@ -506,7 +512,8 @@ def relay(call, upstream, events):
 
 
 def last_user_message(body):
-    for message in reversed((body or {}).get("messages") or []):
+    messages = (body or {}).get("messages")
+    for message in reversed(messages if isinstance(messages, list) else []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
             return content if isinstance(content, str) else json.dumps(content)
