@@ -33,9 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from promptproxy import create_app, records, stats, superusers
+from promptproxy import create_app, stats, superusers
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data import records
+from promptproxy.data.db import db
 from promptproxy.recorder import Recorder
 
 ADMIN = ("bench@example.com", "benchmark-password")

@@ -23,13 +23,14 @@ def create_app(overrides=None):
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as settings
-    from . import crypto, migrations, stats
-    from .catalog import Catalog
-    from .db import make_private, open_database, use_writer
+    from . import stats
+    from .data import crypto, migrations
+    from .data.catalog import Catalog
+    from .data.db import make_private, open_database, use_writer
+    from .data.writer import Writer
     from .limits import Limiter
     from .recorder import Recorder, close_connection
     from .sessions import AdminOnlySessions
-    from .writer import Writer
 
     conf = settings.from_environ(overrides)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
@@ -108,7 +109,7 @@ def stop(app):
 
 
 def _close_db(exc):
-    from .db import db
+    from .data.db import db
 
     if not db.is_closed():
         db.close()
@@ -118,7 +119,7 @@ def announce_setup(app):
     """With no admin yet, print the one-time link that creates the first one
     (only whoever can read the server's log can claim a fresh server)."""
     from . import superusers
-    from .db import db
+    from .data.db import db
 
     with db.connection_context():
         if superusers.any_exist():

@@ -10,8 +10,9 @@ import math
 import peewee
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import records, superusers
+from . import superusers
 from .collections import BY_NAME
+from .data import records
 from .filters import FilterError, parse_filter, parse_sort
 from .throttle import attempt
 

@@ -59,8 +59,9 @@ def main(argv=None):
 
 def open_data(overrides):
     """The data directory's database, upgraded exactly as the server does on start."""
-    from . import config, crypto, declared_models, migrations
-    from .db import open_database
+    from . import config, declared_models
+    from .data import crypto, migrations
+    from .data.db import open_database
 
     data_dir = config.from_environ(overrides)["DATA_DIR"]
     os.makedirs(data_dir, exist_ok=True)
@@ -72,7 +73,7 @@ def open_data(overrides):
 
 def superuser_command(args, overrides):
     from . import superusers
-    from .db import db
+    from .data.db import db
 
     open_data(overrides)
     with db.connection_context():
@@ -101,9 +102,9 @@ def superuser_command(args, overrides):
 def rotate_command(overrides):
     """Re-encrypt every stored API key with the first encryption key, through the same
     write path as an edit, so the old keys can then be dropped from the setting."""
-    from . import crypto, records
     from .collections import BY_NAME
-    from .db import db
+    from .data import crypto, records
+    from .data.db import db
 
     open_data(overrides)
     apis = BY_NAME["apis"]

@@ -8,7 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
-from . import crypto
+from .data import crypto
 
 DEFAULTS = {
     "DATA_DIR": "pb_data",

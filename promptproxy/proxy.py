@@ -30,10 +30,10 @@ from werkzeug.wsgi import LimitedStream
 from . import anthropic as claude
 from . import formats
 from . import sse
+from .data.catalog import rehash_key
+from .data.fields import utcnow
 from .errors import anthropic_error, openai_error
 from .limits import Limited
-from .catalog import rehash_key
-from .fields import utcnow
 
 log = logging.getLogger(__name__)
 

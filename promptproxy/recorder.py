@@ -26,12 +26,13 @@ from pathlib import Path
 
 import peewee
 
-from . import stats, storable
+from . import stats
 from .collections import BY_NAME
-from .db import db
-from .fields import JSONColumn, new_id
+from .data import storable
+from .data.db import db
+from .data.fields import JSONColumn, new_id
+from .data.writer import Writer
 from .spool import Spool
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 

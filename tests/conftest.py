@@ -6,7 +6,7 @@ import re
 import pytest
 
 from promptproxy import create_app, stop, superusers
-from promptproxy.db import db
+from promptproxy.data.db import db
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery"
@@ -122,16 +122,16 @@ class Gateway:
         self.app, self.url, self.upstream = app, url, upstream
 
     def create(self, collection, **data):
-        from promptproxy import records
         from promptproxy.collections import BY_NAME
+        from promptproxy.data import records
 
         with db.connection_context():
             row, revealed = records.save(BY_NAME[collection], data)
         return revealed.get("key") if collection == "keys" else row
 
     def update(self, collection, row, **data):
-        from promptproxy import records
         from promptproxy.collections import BY_NAME
+        from promptproxy.data import records
 
         with db.connection_context():
             return records.save(BY_NAME[collection], data, row=row)[0]

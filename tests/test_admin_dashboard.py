@@ -14,9 +14,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from promptproxy import create_app, records, stats
+from promptproxy import create_app, stats
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data import records
+from promptproxy.data.db import db
 
 from .conftest import make_admin
 
@@ -420,9 +421,9 @@ def test_chart_js_is_served_from_promptproxy(client):
 
 
 def test_a_fresh_install_shows_the_setup_steps_still_missing(admin):
-    from promptproxy import records
     from promptproxy.collections import BY_NAME
-    from promptproxy.db import db
+    from promptproxy.data import records
+    from promptproxy.data.db import db
 
     page = admin.get("/_/").get_data(as_text=True)
     assert 'id="setup-steps"' in page

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from promptproxy import crypto
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
-from promptproxy.fields import GatewayKey
+from promptproxy.data import crypto
+from promptproxy.data.db import db
+from promptproxy.data.fields import GatewayKey
 
 from .conftest import (
     ADMIN_EMAIL,

@@ -6,9 +6,10 @@ import io
 
 import pytest
 
-from promptproxy import create_app, records
+from promptproxy import create_app
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data import records
+from promptproxy.data.db import db
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin
 

@@ -125,7 +125,7 @@ def test_failed_logins_are_slowed_down(app, client):
 
 
 def test_throttle_backs_off_and_forgets(app):
-    from promptproxy.db import db
+    from promptproxy.data.db import db
     from promptproxy.throttle import LoginThrottle
 
     now = [1000.0]

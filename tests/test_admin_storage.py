@@ -3,9 +3,9 @@
 import sqlite3
 
 from promptproxy import create_app
-from promptproxy.collection import Collection
-from promptproxy.db import db, open_database
-from promptproxy.fields import LongText, Text
+from promptproxy.data.collection import Collection
+from promptproxy.data.db import db, open_database
+from promptproxy.data.fields import LongText, Text
 
 from promptproxy.collections import BY_NAME
 

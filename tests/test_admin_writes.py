@@ -7,9 +7,9 @@ import re
 import openai
 import pytest
 
-from promptproxy import crypto
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data import crypto
+from promptproxy.data.db import db
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token
 from .test_admin_collections import UPSTREAM_KEY, only_row, submit

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data.db import db
 
 from .conftest import ADMIN_EMAIL, csrf_token
 from .test_admin_collections import errors_on, submit

@@ -10,7 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from promptproxy import create_app
-from promptproxy.db import db
+from promptproxy.data.db import db
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient, csrf_token, make_admin
 from .servers import server_env

@@ -9,7 +9,7 @@ import sqlite3
 import urllib.error
 import urllib.request
 
-from promptproxy import crypto
+from promptproxy.data import crypto
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient, csrf_token
 from .test_migrations import OLD_ENCRYPTION_KEY, OLD_ENV, OLD_SECRET, old_database
@@ -93,9 +93,9 @@ def test_a_key_of_ones_own_keeps_no_character_in_clear(admin):
 
 
 def test_form_created_key_of_ones_own_shows_no_prefix(admin, app):
-    from promptproxy import records
     from promptproxy.collections import BY_NAME
-    from promptproxy.db import db
+    from promptproxy.data import records
+    from promptproxy.data.db import db
 
     with db.connection_context():
         user, _ = records.save(BY_NAME["users"], {"name": "Ann"})

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from promptproxy import create_app
-from promptproxy.db import db
-from promptproxy.migrations import MIGRATIONS
+from promptproxy.data.db import db
+from promptproxy.data.migrations import MIGRATIONS
 
 from .servers import free_port, running, server_env
 
@@ -62,7 +62,7 @@ def start(data_dir, monkeypatch):
 def test_an_old_and_a_fresh_database_reach_the_same_schema(tmp_path, monkeypatch, caplog):
     old = old_database(tmp_path / "old")
     assert "notes" not in schema(old / "data.db")[0]["users"]
-    with caplog.at_level(logging.INFO, logger="promptproxy.migrations"):
+    with caplog.at_level(logging.INFO, logger="promptproxy.data.migrations"):
         start(old, monkeypatch)
         start(tmp_path / "fresh", monkeypatch)
         start(old, monkeypatch)  # a restart finds nothing to do

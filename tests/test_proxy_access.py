@@ -3,9 +3,9 @@
 import openai
 import pytest
 
-from promptproxy import records
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data import records
+from promptproxy.data.db import db
 
 from .conftest import csrf_token
 

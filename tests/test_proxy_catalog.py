@@ -7,12 +7,12 @@ import openai
 import pytest
 import requests
 
-from promptproxy import catalog as catalog_module
-from promptproxy import records
-from promptproxy.catalog import Catalog
 from promptproxy.collections import BY_NAME
 from promptproxy.config import DEFAULTS
-from promptproxy.db import db
+from promptproxy.data import catalog as catalog_module
+from promptproxy.data import records
+from promptproxy.data.catalog import Catalog
+from promptproxy.data.db import db
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_admin
 from .servers import dockerfile_cmd

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data.db import db
 
 from .servers import dockerfile_cmd
 from .upstream import FakeUpstream

@@ -146,7 +146,7 @@ def test_an_admins_edit_takes_effect_on_the_next_call(gateway):
     client = gateway.client()
     client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
     from promptproxy.collections import BY_NAME
-    from promptproxy.db import db
+    from promptproxy.data.db import db
 
     with db.connection_context():
         key = BY_NAME["keys"].model.get(BY_NAME["keys"].model.user == gateway.user.id)

@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
+from promptproxy.data.db import db
 
 MESSAGES = [{"role": "user", "content": "tell me a story"}]
 

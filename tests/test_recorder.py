@@ -16,8 +16,8 @@ import pytest
 
 from promptproxy import create_app, stop
 from promptproxy.collections import BY_NAME
-from promptproxy.db import db
-from promptproxy.fields import new_id, utcnow
+from promptproxy.data.db import db
+from promptproxy.data.fields import new_id, utcnow
 
 from .servers import dockerfile_cmd
 

@@ -28,9 +28,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import UNREADABLE, mask
+from ..data import crypto, records
+from ..data.fields import UNREADABLE, mask
 from ..formats import upstream_base
 from .views import CollectionView, LoginRequired
 

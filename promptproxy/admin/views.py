@@ -12,9 +12,9 @@ from flask_wtf import FlaskForm
 from markupsafe import Markup
 from wtforms.fields import HiddenField, SelectChoice
 
-from .. import crypto, records
 from ..collections import BY_NAME
-from ..fields import Bool, DateTime, Json, LongText, Relation, Relations, Secret
+from ..data import crypto, records
+from ..data.fields import Bool, DateTime, Json, LongText, Relation, Relations, Secret
 
 REVEAL_KEY = "_reveal"
 

@@ -1,7 +1,7 @@
 """Upstream APIs: any OpenAI-compatible server (OpenAI, Ollama, vLLM, ...)."""
 
-from ..collection import Collection
-from ..fields import Bool, Json, Number, Secret, Select, Text, Url
+from ..data.collection import Collection
+from ..data.fields import Bool, Json, Number, Secret, Select, Text, Url
 
 apis = Collection(
     "apis",

@@ -1,7 +1,7 @@
 """Gateway keys: what a user puts in `Authorization: Bearer ...`. Only a hash is kept."""
 
-from ..collection import Collection
-from ..fields import Bool, DateTime, GatewayKey, Number, Relation, Relations, Text
+from ..data.collection import Collection
+from ..data.fields import Bool, DateTime, GatewayKey, Number, Relation, Relations, Text
 
 NARROW = "Empty: whatever the user may use. Otherwise only these (and only if the user may too)."
 OVERRIDE = "Empty: the user's limit. Set, this key gets its own counter with this limit."

@@ -1,7 +1,7 @@
 """Models offered to clients, each served by one upstream api."""
 
-from ..collection import Collection
-from ..fields import Bool, LongText, Relation, Text
+from ..data.collection import Collection
+from ..data.fields import Bool, LongText, Relation, Text
 
 models = Collection(
     "models",

@@ -1,7 +1,7 @@
 """Stored system prompts, applied by reference: `model: "<model>:<prompt>"`."""
 
-from ..collection import Collection
-from ..fields import Bool, Json, LongText, Text
+from ..data.collection import Collection
+from ..data.fields import Bool, Json, LongText, Text
 
 prompts = Collection(
     "prompts",

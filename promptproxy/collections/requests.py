@@ -1,7 +1,7 @@
 """One row per authenticated call through the proxy, kept after the records it names are gone."""
 
-from ..collection import Collection
-from ..fields import Bool, Json, LongText, Number, Relation, Text
+from ..data.collection import Collection
+from ..data.fields import Bool, Json, LongText, Number, Relation, Text
 
 requests = Collection(
     "requests",

@@ -1,7 +1,7 @@
 """The people who call the gateway (not the admins who manage it)."""
 
-from ..collection import Collection
-from ..fields import Bool, Email, LongText, Number, Relations, Text
+from ..data.collection import Collection
+from ..data.fields import Bool, Email, LongText, Number, Relations, Text
 
 ALLOW = "Leave empty to allow all."
 

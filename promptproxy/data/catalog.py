@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import crypto
-from .collections import BY_NAME
+from ..collections import BY_NAME
 from .db import bump_version, connection, read_version, write
 from .fields import GatewayKey
 

@@ -7,7 +7,7 @@ is one transaction on data.db's writer thread (`db.write`): the checks and the
 write see the same data, and no request greenlet waits on a database lock.
 """
 
-from .collections import BY_NAME, dependents
+from ..collections import BY_NAME, dependents
 from .db import bump_version, write
 from .fields import KEEP, Invalid, blank, storable_problem, utcnow
 
