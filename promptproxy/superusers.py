@@ -2,7 +2,6 @@
 
 import hashlib
 import hmac
-import re
 
 import peewee
 from flask_login import UserMixin
@@ -10,11 +9,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .data.db import BaseModel, write
-from .data.fields import new_id, storable_problem, utcnow
+from .data.fields import EMAIL_PATTERN, new_id, storable_problem, utcnow
 
 TOKEN_MAX_AGE = 14 * 24 * 3600
 MIN_PASSWORD = 8
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 class Superuser(UserMixin, BaseModel):
@@ -41,7 +39,7 @@ def any_exist():
 def check_credentials(email, password):
     """Problems with a new admin's email and password, as {field: message}."""
     problems = {}
-    if not _EMAIL.fullmatch(email or ""):
+    if not EMAIL_PATTERN.fullmatch(email or ""):
         problems["email"] = "Must be a valid email address."
     if len(password or "") < MIN_PASSWORD:
         problems["password"] = f"Must be at least {MIN_PASSWORD} characters."

@@ -30,8 +30,8 @@ from urllib3.exceptions import (
 
 from ..collections import BY_NAME
 from ..data import crypto, records
-from ..data.fields import UNREADABLE, mask
 from ..formats import upstream_base
+from .forms import UNREADABLE, mask
 from .views import CollectionView, LoginRequired
 
 PLAYGROUND_USER = "Playground"

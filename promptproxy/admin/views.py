@@ -1,5 +1,6 @@
 """One Flask-Admin view class serves every collection: columns, search, filters,
-forms and formatting are all read off the collection's declaration."""
+forms and formatting are all read off the collection's declaration (and, per
+field type, off the registry in forms.py)."""
 
 import json
 
@@ -14,7 +15,8 @@ from wtforms.fields import HiddenField, SelectChoice
 
 from ..collections import BY_NAME
 from ..data import crypto, records
-from ..data.fields import Bool, DateTime, Json, LongText, Relation, Relations, Secret
+from ..data.fields import Bool, DateTime, Invalid, Json, LongText, Relation, Relations, Secret
+from . import forms
 
 REVEAL_KEY = "_reveal"
 
@@ -82,7 +84,7 @@ def cell(field):
             url = url_for(f"{field.target}.details_view", id=record_id)
             return Markup('<a href="{}">{}</a>').format(url, title)
         return format_relation
-    return lambda view, context, row, name: field.cell(row)
+    return lambda view, context, row, name: forms.cell(field, row)
 
 
 def detail_cell(field):
@@ -118,7 +120,7 @@ def export_cell(field):
             return "" if value is None else json.dumps(value, ensure_ascii=False)
         if isinstance(field, LongText):
             return value or ""
-        return field.cell(row)
+        return forms.cell(field, row)
     return format_export
 
 
@@ -196,7 +198,7 @@ class CollectionView(LoginRequired, ModelView):
 
     # -- forms ---------------------------------------------------------------
     def _form_class(self, creating):
-        attrs = {f.name: f.form_field(creating) for f in self.collection.fields
+        attrs = {f.name: forms.form_field(f, creating) for f in self.collection.fields
                  if f.editable and (creating or not f.immutable)}
         attrs.update({f.name + KEPT: HiddenField() for f in self.collection.fields if isinstance(f, Secret)})
         return type(f"{self.collection.name.title()}Form", (self.form_base_class,), attrs)
@@ -225,17 +227,26 @@ class CollectionView(LoginRequired, ModelView):
         return [f for f in self.collection.fields if isinstance(f, Secret) and f.name in form]
 
     def _form_data(self, form):
-        data = {f.name: form[f.name].data for f in self.collection.fields if f.name in form}
+        """The form's data as JSON values, the way the REST API receives them, and
+        the fields whose text could not be read as such (field name -> Invalid)."""
+        data, refused = {}, {}
+        for field in self.collection.fields:
+            if field.name not in form:
+                continue
+            try:
+                data[field.name] = forms.form_value(field, form[field.name].data)
+            except Invalid as invalid:
+                refused[field.name] = invalid
         for field in self._secrets(form):
             # Only what was typed: an edit form's data starts as the stored (encrypted) value.
             typed = (form[field.name].raw_data or [""])[0]
             data[field.name] = typed or kept_value(self.collection, field, form[field.name + KEPT].data)
-        return data
+        return data, refused
 
     def _save(self, form, row=None):
-        data = self._form_data(form)
+        data, refused = self._form_data(form)
         try:
-            return records.save(self.collection, data, row=row, form=True)
+            return records.save(self.collection, data, row=row, refused=refused)
         except records.RecordInvalid as invalid:
             for name, error in invalid.errors.items():
                 form[name].errors = list(form[name].errors or []) + [error.message]

@@ -15,7 +15,7 @@ SYSTEM_FIELDS = ("id", "created", "updated")
 
 class Collection:
     def __init__(self, name, *fields, title=None, list=None, search=(), filters=(),
-                 sort="-created", readonly=False, description=""):
+                 sort="-created", readonly=False):
         self.name = name
         self.fields = fields
         self.field = {f.name: f for f in fields}
@@ -25,7 +25,6 @@ class Collection:
         self.filters = tuple(filters)
         self.sort = sort
         self.readonly = readonly  # rows written by PromptProxy only (request log)
-        self.description = description
         self.model = self._make_model()
 
     def __repr__(self):

@@ -1,7 +1,8 @@
 """Creating, updating and deleting records with a collection's rules.
 
 The admin forms, its bulk actions, the REST API and the CLI all come through
-here, so they accept and refuse exactly the same things with the same messages,
+here with JSON values (the admin turns its form text into them first), so they
+accept and refuse exactly the same things with the same messages,
 and every write tells the proxy through the change counter. Each save or delete
 is one transaction on data.db's writer thread (`db.write`): the checks and the
 write see the same data, and no request greenlet waits on a database lock.
@@ -36,36 +37,39 @@ def writable(collection):
         raise RecordReadOnly(collection)
 
 
-def save(collection, data, row=None, form=False):
-    """Validate `data` and create (row=None) or update `row`.
+def save(collection, data, row=None, refused=None):
+    """Validate `data` (field name -> JSON value) and create (row=None) or update `row`.
 
     Returns (row, revealed): `revealed` holds values to show once and never again,
     such as a newly generated gateway key. Only fields present in `data` change on
-    update; on create, absent fields take their defaults.
+    update; on create, absent fields take their defaults. `refused` (field name ->
+    Invalid) holds fields the caller could not even read (the admin's JSON text
+    that does not parse): they are reported with every other field's errors, and
+    nothing is written.
     """
     writable(collection)
-    return write(_save, collection, data, row, form)
+    return write(_save, collection, data, row, dict(refused or {}))
 
 
-def _save(collection, data, row, form):
+def _save(collection, data, row, errors):
     creating = row is None
-    errors, values = {}, {}
+    values = {}
     for field in collection.fields:
-        if not field.editable or (field.immutable and not creating):
+        if not field.editable or (field.immutable and not creating) or field.name in errors:
             continue
         if field.name in data:
             try:
                 problem = storable_problem(data[field.name])
                 if problem:
                     raise problem
-                value = field.clean(data[field.name], form=form)
+                value = field.clean(data[field.name])
             except Invalid as exc:
                 errors[field.name] = exc
                 continue
             if value is None and field.default is not None:
                 value = field.initial()  # blank means "the default", as the form showed
         elif creating:
-            value = field.clean(None, form=False) if field.secret else field.initial()
+            value = field.clean(None) if field.secret else field.initial()
         else:
             continue
         values[field.name] = value

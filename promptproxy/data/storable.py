@@ -14,9 +14,9 @@ import math
 
 import peewee
 
-from .fields import JSONColumn, utcnow
+from .fields import INTEGER_RANGE, JSONColumn, utcnow
 
-INT_MIN, INT_MAX = -2**63, 2**63 - 1  # SQLite's INTEGER
+INT_MIN, INT_MAX = INTEGER_RANGE
 
 
 def clean(model, row, notes_column="error"):
