@@ -1,8 +1,10 @@
 """The SQLite database in the data directory (its schema changes are in migrations.py).
 
 `db` is a proxy so models can be declared at import time and bound when the app
-starts. SQLite runs in WAL mode with a busy timeout, so many greenlets writing
-request rows at once wait their turn instead of failing with "database is locked".
+starts. Every write runs on one writer thread (`write`, see writer.py), so no
+request greenlet waits on a database lock; SQLite runs in WAL mode with a busy
+timeout, so the workers sharing the file wait their turn instead of failing with
+"database is locked".
 """
 
 import os

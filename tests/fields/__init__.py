@@ -1,0 +1,1 @@
+"""One test module per field type (promptproxy/data/fields/), each table-driven."""
