@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from promptproxy import formats, proxy  # noqa: E402
+from promptproxy import proxy  # noqa: E402
+from promptproxy.providers import openai as formats  # noqa: E402
 
 RECORDED = Path(__file__).resolve().parent.parent / "tests/fixtures/litellm-1.106.2/chat_stream_include_usage.sse"
 

@@ -7,7 +7,7 @@ import logging
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .anthropic import error_to_anthropic
+from .providers.anthropic import error_to_anthropic
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from urllib3.exceptions import TimeoutError as UpstreamTimeout
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from . import anthropic as claude
-from . import formats
-from . import sse
+from .providers import anthropic as claude
+from .providers import openai as formats
+from .providers import sse
 from .errors import anthropic_error, openai_error
 from .limits import Limited
 from .catalog import rehash_key

@@ -31,7 +31,7 @@ from urllib3.exceptions import (
 from .. import crypto, records
 from ..collections import BY_NAME
 from ..fields import UNREADABLE, mask
-from ..formats import upstream_base
+from ..providers.openai import upstream_base
 from .views import CollectionView, LoginRequired
 
 PLAYGROUND_USER = "Playground"
