@@ -32,7 +32,7 @@ from .providers import sse
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused, error_text, last_user_message, parsed_json, token_count
 from .providers.openai import rewrite_chat, rewrite_completion
-from .providers.upstream import forward, upstream_failure
+from .providers.upstream import PASSED_BACK, forward, upstream_failure
 from .limits import Limited
 from .catalog import rehash_key
 from .fields import utcnow
@@ -40,9 +40,6 @@ from .fields import utcnow
 log = logging.getLogger(__name__)
 
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
-
-# Upstream response headers worth passing back to the client.
-PASSED_BACK = ("retry-after", "x-request-id", "openai-processing-ms")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -254,7 +251,7 @@ def limit_headers(call):
     return call.ticket.headers if call.ticket else {}
 
 
-# -- 5. rewrite and 6. forward: the providers', called from `proxied` ------------
+# -- 5. rewrite, 6. forward: the providers' (see `proxied`) ------------------------
 
 # -- 7. stream (or answer at once) --------------------------------------------------
 
@@ -393,7 +390,7 @@ def proxied(call, snap, rewrite, client):
     call.model_ref = body.get("model")
     (call.model, call.api, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)
     allow(call.key, call.user, call.model, call.prompt)
-    try:
+    try:  # what a provider refuses (a pairing it lacks, a body it cannot send) is a 400
         route = providers.route(client, call.endpoint, call.api.protocol)
         call.stream = stream_flag(body)
         limit(call)

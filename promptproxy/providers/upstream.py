@@ -23,6 +23,8 @@ FORWARDED = frozenset({
     "openai-beta", "anthropic-beta", "anthropic-version", "user-agent", "accept-language",
     "x-request-id", "traceparent", "tracestate", "idempotency-key",
 })
+# Upstream response headers worth passing back to the client.
+PASSED_BACK = ("retry-after", "x-request-id", "openai-processing-ms")
 AUTHENTICATE = {"openai": openai.authenticate, "anthropic": anthropic.authenticate}
 
 
