@@ -5,7 +5,7 @@ Anthropic's, keeping the message word for word and the status a client acts on."
 import json
 
 from ..base import Refused, error_message
-from ..openai import OPENAI_TYPES, error_body
+from ..openai import error_body
 
 
 class TranslationError(Refused):
