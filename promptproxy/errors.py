@@ -1,27 +1,38 @@
 """Errors in the caller's own format: PocketBase JSON under /api/, Anthropic JSON
 under /v1/messages, OpenAI JSON elsewhere under /v1/, and Flask's plain pages
-elsewhere. Never a stack trace."""
+elsewhere. Never a stack trace. The OpenAI and Anthropic shapes are the providers'."""
 
 import logging
 
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .anthropic import error_to_anthropic
+from .providers.anthropic.errors import error_to_anthropic
+from .providers.openai import error_body
 
 log = logging.getLogger(__name__)
 
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
-                429: "rate_limit_error"}
+
+class ProxyError(Exception):
+    """A refusal of a /v1 call in the caller's error shape, recorded on the request row."""
+
+    def __init__(self, status, message, code=None, param=None, type_=None, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
+        self.headers = headers or {}
+
+    def response(self, extra_headers=None, client="openai"):
+        if client == "anthropic":
+            response, status = anthropic_error(self.status, self.message)
+        else:
+            response, status = openai_error(self.status, self.message, self.type, self.code, self.param)
+        response.headers.update({**self.headers, **(extra_headers or {})})
+        return response, status
 
 
 def openai_error(status, message, type_=None, code=None, param=None):
     """An OpenAI-style error response: {"error": {"message", "type", "param", "code"}}."""
-    body = {"error": {"message": message,
-                      "type": type_ or OPENAI_TYPES.get(status, "api_error"),
-                      "param": param, "code": code}}
-    return jsonify(body), status
+    return jsonify(error_body(status, message, type_, code, param)), status
 
 
 def anthropic_error(status, message):

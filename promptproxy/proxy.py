@@ -1,4 +1,5 @@
-"""The proxy: OpenAI-compatible endpoints in front of any OpenAI-compatible server.
+"""The proxy: OpenAI- and Anthropic-compatible endpoints in front of any
+OpenAI-compatible or Anthropic api.
 
 Every call walks the same path, and this file reads top to bottom along it:
 
@@ -7,6 +8,8 @@ Every call walks the same path, and this file reads top to bottom along it:
 The client sends `model: "<model>:<prompt>"`; we find both records, put the
 stored system prompt in front, send the call to the model's upstream api with
 the api's own key, relay the answer as it arrives, and write one request row.
+How each client format is spoken to through each kind of upstream (rewrite,
+forward, the stream's events) is the providers' (promptproxy/providers/).
 Lookups come from an in-memory catalog (refreshed when it misses, so what an admin
 just created works on the next call) and rows are written in batches off the
 request path. Each call has one owner of its end, `Call.end`: whatever happens on
@@ -17,57 +20,28 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-import certifi
-import urllib3
 from flask import Blueprint, Response, current_app, jsonify, request
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
-from urllib3.exceptions import TimeoutError as UpstreamTimeout
+from urllib3.exceptions import HTTPError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from . import anthropic as claude
-from . import formats
-from . import sse
+from . import providers
 from .data.catalog import rehash_key
 from .data.fields import utcnow
-from .errors import anthropic_error, openai_error
+from .errors import ProxyError
+from .providers import sse
+from .providers.anthropic.messages import rewrite_messages
+from .providers.base import Refused, error_text, last_user_message, parsed_json, token_count
+from .providers.openai import rewrite_chat, rewrite_completion
+from .providers.upstream import PASSED_BACK, forward, upstream_failure
 from .limits import Limited
 
 log = logging.getLogger(__name__)
 
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
 
-# The only client headers sent upstream: feature flags clients legitimately set, and
-# tracing. Everything else (credentials, OpenAI-Organization or OpenAI-Project that
-# would bill another account, hop-by-hop headers) stays here; an api's own `headers`
-# are added on top.
-FORWARDED = frozenset({
-    "openai-beta", "anthropic-beta", "anthropic-version", "user-agent", "accept-language",
-    "x-request-id", "traceparent", "tracestate", "idempotency-key",
-})
-# Upstream response headers worth passing back to the client.
-PASSED_BACK = ("retry-after", "x-request-id", "openai-processing-ms")
-
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ProxyError(Exception):
-    """A refusal in OpenAI's error shape, recorded on the request row."""
-
-    def __init__(self, status, message, code=None, param=None, type_=None, headers=None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
-        self.headers = headers or {}
-
-    def response(self, extra_headers=None, client="openai"):
-        if client == "anthropic":
-            response, status = anthropic_error(self.status, self.message)
-        else:
-            response, status = openai_error(self.status, self.message, self.type, self.code, self.param)
-        response.headers.update({**self.headers, **(extra_headers or {})})
-        return response, status
 
 
 @dataclass
@@ -146,13 +120,6 @@ class Call:
                        system_prompt=self.system_prompt, user_message=last_user_message(self.request_body),
                        reply="".join(part for part in self.reply_parts if isinstance(part, str)) or None)
         return row
-
-
-def token_count(value):
-    """A token count from an upstream, if it is one: upstreams are untrusted input."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 62:
-        return value
-    return None
 
 
 def shown(text, limit=100):
@@ -284,131 +251,7 @@ def limit_headers(call):
     return call.ticket.headers if call.ticket else {}
 
 
-# -- 5. rewrite -----------------------------------------------------------------
-
-def rewrite_chat(body, model, prompt):
-    """Chat: the stored instructions become the first system message."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise ProxyError(400, "'messages' must be an array of messages.", param="messages")
-    if prompt is not None:
-        if prompt.replace_system:
-            messages = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
-        body["messages"] = [{"role": "system", "content": prompt.instructions}, *messages]
-        if prompt.tools and not body.get("tools"):
-            body["tools"] = prompt.tools
-    body["model"] = model.model
-    return body
-
-
-def rewrite_completion(body, model, prompt):
-    """Completions: the instructions and a blank line go before the prompt text."""
-    if prompt is not None:
-        text = body.get("prompt")
-        prefix = prompt.instructions + "\n\n"
-        if isinstance(text, str):
-            body["prompt"] = prefix + text
-        elif isinstance(text, list) and text and all(isinstance(t, str) for t in text):
-            body["prompt"] = [prefix + t for t in text]
-        else:
-            raise ProxyError(400, "With a stored prompt, 'prompt' must be a string or an array of "
-                             "strings (token arrays cannot be combined with it).", param="prompt")
-    body["model"] = model.model
-    return body
-
-
-def rewrite_messages(body, model, prompt):
-    """Anthropic messages: the stored instructions go in front of `system`."""
-    if not isinstance(body.get("messages"), list):
-        raise ProxyError(400, "'messages' must be an array of messages.", param="messages")
-    if prompt is not None:
-        system = body.get("system")
-        if prompt.replace_system or not system:
-            body["system"] = prompt.instructions
-        elif isinstance(system, str):
-            body["system"] = prompt.instructions + "\n\n" + system
-        elif isinstance(system, list):
-            body["system"] = [{"type": "text", "text": prompt.instructions}, *system]
-        if prompt.tools and not body.get("tools"):
-            body["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
-                              "input_schema": t["function"].get("parameters") or {"type": "object"}}
-                             for t in prompt.tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
-    body["model"] = model.model
-    return body
-
-
-# -- 6. forward -------------------------------------------------------------------
-
-_pools = {}  # base URL -> its connection pool; keep-alive connections are reused
-
-
-def pool_for(base_url):
-    pool = _pools.get(base_url)
-    if pool is None:
-        tls = {"ca_certs": certifi.where()} if base_url.startswith("https:") else {}
-        pool = _pools[base_url] = urllib3.connection_from_url(
-            base_url, maxsize=512, block=False, retries=False, **tls)
-        pool.path = urlsplit(base_url).path.rstrip("/")
-    return pool
-
-
-def forward(api, endpoint, body, stream):
-    """Send the rewritten call upstream with the api's own key; the response's body
-    is read later, as it arrives.
-
-    A POST reaches the upstream once. It is sent again only when writing it failed
-    with a broken pipe, which means the upstream had closed the connection before
-    the request got there; a connection reset or closed after the request was
-    written may have started a generation, so it is reported, never repeated.
-    """
-    if api.secret_error:  # never send the call without the key it needs
-        raise ProxyError(500, api.secret_error, type_="server_error", code="api_key_unreadable")
-    headers = {name[5:].replace("_", "-").title(): value for name, value in request.environ.items()
-               if name.startswith("HTTP_") and name[5:].replace("_", "-").lower() in FORWARDED}
-    headers["Content-Type"] = "application/json"
-    headers["Accept"] = "text/event-stream" if stream else "application/json"
-    if api.headers:
-        headers.update({str(k): str(v) for k, v in api.headers.items()})
-    if api.protocol == "anthropic":
-        headers.setdefault("Anthropic-Version", claude.ANTHROPIC_VERSION)
-        if api.secret:
-            headers["X-Api-Key"] = api.secret
-    elif api.secret:
-        headers["Authorization"] = "Bearer " + api.secret
-    timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
-    pool = pool_for(formats.upstream_base(api.protocol, api.base_url))
-    for attempt in (1, 2):
-        try:
-            return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers,
-                                timeout=timeout, preload_content=False, redirect=False,
-                                assert_same_host=False)
-        except ProtocolError as exc:
-            if attempt == 1 and never_sent(exc):
-                continue
-            raise upstream_failure(api, exc) from None
-        except HTTPError as exc:
-            raise upstream_failure(api, exc) from None
-
-
-def never_sent(exc):
-    """Did writing the request fail because the upstream had already closed the
-    connection (so it cannot have received the request)?"""
-    cause = exc.args[1] if len(exc.args) > 1 else exc.__context__
-    return isinstance(cause, BrokenPipeError)
-
-
-def upstream_failure(api, exc):
-    """What a transport error means to the client: 502 unreachable or broken, 504 silent.
-    Messages name the api, never its URL or key."""
-    if isinstance(exc, NewConnectionError):
-        return ProxyError(502, f"The upstream '{api.name}' could not be reached.",
-                          type_="api_error", code="upstream_unreachable")
-    if isinstance(exc, UpstreamTimeout):
-        return ProxyError(504, f"The upstream '{api.name}' went silent for {api.timeout} s.",
-                          type_="api_error", code="upstream_timeout")
-    return ProxyError(502, f"The upstream '{api.name}' broke off ({type(exc).__name__}).",
-                      type_="api_error", code="upstream_error")
-
+# -- 5. rewrite, 6. forward: the providers' (see `proxied`) ------------------------
 
 # -- 7. stream (or answer at once) --------------------------------------------------
 
@@ -423,11 +266,11 @@ def answer(call, upstream, route):
         upstream.release_conn()
     call.first_byte()
     call.status = upstream.status
-    parsed = formats.parsed_json(data)
+    parsed = parsed_json(data)
     headers = {name: upstream.headers[name] for name in PASSED_BACK if name in upstream.headers}
     content_type = upstream.headers.get("Content-Type", "application/json")
     if upstream.status >= 400:
-        call.error = formats.error_text(parsed, data)
+        call.error = error_text(parsed, data)
         status, body = route.error(upstream.status, parsed, data)
         call.status = status  # what the client was told
         if body is None:
@@ -438,7 +281,7 @@ def answer(call, upstream, route):
                          type_="api_error", code="upstream_error")
     try:
         body = route.answer(call, parsed)
-    except claude.TranslationError as exc:
+    except Refused as exc:
         raise ProxyError(502, f"The upstream's answer could not be translated: {exc}",
                          type_="api_error", code="upstream_error") from None
     if call.track:
@@ -511,16 +354,6 @@ def relay(call, upstream, events):
         yield events.failed(call.error, "internal_error")
 
 
-def last_user_message(body):
-    messages = (body or {}).get("messages")
-    for message in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else json.dumps(content)
-    prompt = (body or {}).get("prompt")
-    return prompt if isinstance(prompt, str) else None
-
-
 # -- the endpoints, each the whole path in order -----------------------------------
 
 def handle(endpoint, rewrite, client="openai"):
@@ -557,22 +390,19 @@ def proxied(call, snap, rewrite, client):
     call.model_ref = body.get("model")
     (call.model, call.api, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)
     allow(call.key, call.user, call.model, call.prompt)
-    try:
-        route = formats.route(client, call.endpoint, call.api.protocol)
-    except formats.Unsupported as exc:
-        raise ProxyError(400, str(exc), param="model") from None
-    call.stream = stream_flag(body)
-    limit(call)
-    call.system_prompt = call.prompt.instructions if call.prompt else None
-    try:
+    try:  # what a provider refuses (a pairing it lacks, a body it cannot send) is a 400
+        route = providers.route(client, call.endpoint, call.api.protocol)
+        call.stream = stream_flag(body)
+        limit(call)
+        call.system_prompt = call.prompt.instructions if call.prompt else None
         upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
-    except claude.TranslationError as exc:
-        raise ProxyError(400, str(exc)) from None
+    except Refused as exc:
+        raise ProxyError(400, str(exc), param=exc.param) from None
     if route.path is None:  # the route answers itself; nothing goes upstream
         response = jsonify(route.local_answer(call, upstream_body))
         response.headers.update(limit_headers(call))
         return response
-    upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream)
+    upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream, request.environ)
     is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
     if call.stream and upstream.status < 400 and is_sse:
         return Response(Streamed(call, upstream, route.events(call, hide_usage)),

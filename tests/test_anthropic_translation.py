@@ -18,8 +18,8 @@ import requests
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from promptproxy import anthropic as tr
-from promptproxy.anthropic import TranslationError
+from promptproxy.providers import anthropic as tr
+from promptproxy.providers.anthropic import TranslationError
 from tests.anthropic_upstream import AnthropicUpstream
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

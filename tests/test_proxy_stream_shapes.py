@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from promptproxy.sse import Parser
+from promptproxy.providers.sse import Parser
 
 from .anthropic_upstream import AnthropicUpstream
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promptproxy.sse import Event, Parser, encode
+from promptproxy.providers.sse import Event, Parser, encode
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAMS = sorted(FIXTURES.glob("litellm-1.106.2/*.sse")) + [FIXTURES / "anthropic_messages_stream.sse"]

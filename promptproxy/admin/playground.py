@@ -30,13 +30,13 @@ from urllib3.exceptions import (
 
 from ..collections import BY_NAME
 from ..data import crypto, records
-from ..formats import upstream_base
+from ..providers.base import error_message
+from ..providers.upstream import upstream_base, upstream_headers
 from .forms import UNREADABLE, mask
 from .views import CollectionView, LoginRequired
 
 PLAYGROUND_USER = "Playground"
 SESSION_KEY = "_playground"
-ANTHROPIC_VERSION = "2023-06-01"
 KEY_PLACEHOLDER = "$PROMPTPROXY_KEY"
 
 
@@ -168,16 +168,7 @@ def list_upstream_models(api):
         secret = crypto.decrypt_stored(api.api_key) if api.api_key else ""
     except crypto.CannotDecrypt:
         raise ConnectionFailed(f"The stored API key {UNREADABLE}.") from None
-    headers = urllib3.HTTPHeaderDict({"Accept": "application/json"})
-    for name, value in (api.headers or {}).items():
-        headers[str(name)] = str(value)
-    if api.protocol == "anthropic":
-        if "anthropic-version" not in headers:
-            headers["anthropic-version"] = ANTHROPIC_VERSION
-        if secret:
-            headers["x-api-key"] = secret
-    elif secret:
-        headers["Authorization"] = "Bearer " + secret
+    headers = upstream_headers(api, secret, urllib3.HTTPHeaderDict({"Accept": "application/json"}))
     url = models_url(api)
     seconds = api.timeout or 60
     try:
@@ -229,15 +220,6 @@ def list_upstream_models(api):
         if isinstance(model_id, str) and model_id.strip():
             found[model_id] = str(about)
     return sorted(found.items(), key=lambda pair: pair[0].lower())
-
-
-def error_message(data):
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or "")
-    if isinstance(error, str):
-        return error
-    return str(data.get("message") or data.get("detail") or "") if isinstance(data, dict) else ""
 
 
 def scrub(text, secret):
