@@ -33,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from promptproxy import create_app, records, stats, superusers
+from promptproxy import create_app, records
+from promptproxy.accounting import stats
+from promptproxy.auth import superusers
 from promptproxy.collections import BY_NAME
 from promptproxy.db import db
-from promptproxy.recorder import Recorder
+from promptproxy.accounting.recorder import Recorder
 
 ADMIN = ("bench@example.com", "benchmark-password")
 DAYS = 30

@@ -4,7 +4,7 @@
 directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
 
 Importing the package itself stays light: gunicorn's master imports our worker
-class (promptproxy.worker) before the worker patches the standard library for
+class (promptproxy.serving.worker) before the worker patches the standard library for
 gevent, and anything imported then is imported unpatched: requests/urllib3 break
 HTTPS upstreams, and peewee's connection state would be shared by every greenlet.
 So what the app needs is imported when `create_app` runs, in the worker.
@@ -23,12 +23,13 @@ def create_app(overrides=None):
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as settings
-    from . import crypto, migrations, stats
+    from . import crypto, migrations
+    from .accounting import stats
     from .catalog import Catalog
     from .db import make_private, open_database, use_writer
-    from .limits import Limiter
-    from .recorder import Recorder, close_connection
-    from .sessions import AdminOnlySessions
+    from .accounting.limits import Limiter
+    from .accounting.recorder import Recorder, close_connection
+    from .admin.sessions import AdminOnlySessions
     from .writer import Writer
 
     conf = settings.from_environ(overrides)
@@ -64,7 +65,7 @@ def create_app(overrides=None):
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
     from .admin import init_admin
-    from .api import api
+    from .rest.routes import api
     from .errors import init_errors
     from .proxy import proxy
 
@@ -95,7 +96,8 @@ def create_app(overrides=None):
 
 def declared_models():
     """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
-    from . import stats, superusers, throttle
+    from .accounting import stats
+    from .auth import superusers, throttle
     from .collections import ALL
 
     return [superusers.Superuser, stats.RequestStats, throttle.LoginFailure] + [c.model for c in ALL]
@@ -117,7 +119,7 @@ def _close_db(exc):
 def announce_setup(app):
     """With no admin yet, print the one-time link that creates the first one
     (only whoever can read the server's log can claim a fresh server)."""
-    from . import superusers
+    from .auth import superusers
     from .db import db
 
     with db.connection_context():

@@ -31,7 +31,7 @@ from . import anthropic as claude
 from . import formats
 from . import sse
 from .errors import anthropic_error, openai_error
-from .limits import Limited
+from .accounting.limits import Limited
 from .catalog import rehash_key
 from .fields import utcnow
 

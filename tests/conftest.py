@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from promptproxy import create_app, stop, superusers
+from promptproxy import create_app, stop
+from promptproxy.auth import superusers
 from promptproxy.db import db
 
 ADMIN_EMAIL = "admin@example.com"

@@ -14,14 +14,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from promptproxy import create_app, records, stats
+import promptproxy
+from promptproxy import create_app, records
+from promptproxy.accounting import stats
 from promptproxy.collections import BY_NAME
 from promptproxy.db import db
 
 from .conftest import make_admin
 
 NOW = dt.datetime(2026, 3, 15, 13, 25, 7)  # mid-hour, mid-day: every bucket edge is exercised
-CHART = Path(stats.__file__).parent / "admin" / "static" / "chart.umd.min.js"
+CHART = Path(promptproxy.__file__).parent / "admin" / "static" / "chart.umd.min.js"
 
 
 # -- a realistic mix of request rows -------------------------------------------------

@@ -7,7 +7,7 @@ import threading
 import openai
 import pytest
 
-from promptproxy.limits import reset_text
+from promptproxy.accounting.limits import reset_text
 
 from .servers import dockerfile_cmd
 

@@ -68,7 +68,7 @@ def test_poison_rows_from_upstream_and_client_are_stored_and_hold_nothing_back(g
     assert "model_ref had characters that cannot be stored" in surrogate_row.error
     assert surrogate_row.request_body == {"model": "\ufffd", "messages": []}
     assert [row.user_message for row in rows[2:]] == [f"n{i}" for i in range(60)]
-    from promptproxy import stats
+    from promptproxy.accounting import stats
     with db.connection_context():
         assert stats.summary("24h")["totals"]["requests"] == 62  # the rollup took every row
 
@@ -125,7 +125,7 @@ def test_spooled_rows_of_a_dead_worker_are_replayed_once_at_start(app, data_dir)
         refs = [row.model_ref for row in stored()]
         assert refs == ["committed before the crash", "lost 0", "lost 1", "lost 2"]
         assert not segment.exists()
-        from promptproxy import stats
+        from promptproxy.accounting import stats
         with db.connection_context():
             assert stats.summary("24h")["totals"]["requests"] == 4
     finally:

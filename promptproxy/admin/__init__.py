@@ -5,9 +5,9 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import LoginManager
 
-from .. import superusers
+from ..auth import superusers
 from ..collections import ALL
-from ..throttle import LoginThrottle
+from ..auth.throttle import LoginThrottle
 from .home import HomeView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal

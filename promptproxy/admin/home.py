@@ -16,8 +16,9 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo
 
-from .. import stats, superusers
-from ..throttle import attempt
+from ..accounting import stats
+from ..auth import superusers
+from ..auth.throttle import attempt
 from ..collections import ALL
 
 STATIC = Path(__file__).parent / "static"

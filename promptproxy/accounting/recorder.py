@@ -26,12 +26,13 @@ from pathlib import Path
 
 import peewee
 
-from . import stats, storable
-from .collections import BY_NAME
-from .db import db
-from .fields import JSONColumn, new_id
+from .. import storable
+from ..collections import BY_NAME
+from ..db import db
+from ..fields import JSONColumn, new_id
+from ..writer import Writer
+from . import stats
 from .spool import Spool
-from .writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,11 @@ import math
 import peewee
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import records, superusers
-from .collections import BY_NAME
-from .filters import FilterError, parse_filter, parse_sort
-from .throttle import attempt
+from .. import records
+from ..auth import superusers
+from ..auth.throttle import attempt
+from ..collections import BY_NAME
+from .filter_sql import FilterError, parse_filter, parse_sort
 
 api = Blueprint("api", __name__, url_prefix="/api")
 

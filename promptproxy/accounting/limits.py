@@ -25,8 +25,8 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from .storable import integer
-from .writer import Writer
+from ..storable import integer
+from ..writer import Writer
 
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
 SCHEMA = """

@@ -27,8 +27,8 @@ from operator import add as _add
 
 import peewee
 
-from .collections import BY_NAME
-from .db import BaseModel, db
+from ..collections import BY_NAME
+from ..db import BaseModel, db
 
 ALL = "*"
 DIMENSIONS = ("user", "model", "prompt", "api")

@@ -9,8 +9,8 @@ from flask_login import UserMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .db import BaseModel, write
-from .fields import new_id, storable_problem, utcnow
+from ..db import BaseModel, write
+from ..fields import new_id, storable_problem, utcnow
 
 TOKEN_MAX_AGE = 14 * 24 * 3600
 MIN_PASSWORD = 8
@@ -28,7 +28,7 @@ class Superuser(UserMixin, BaseModel):
         table_name = "_superusers"
 
     def to_json(self):
-        from .fields import format_datetime
+        from ..fields import format_datetime
 
         return {"id": self.id, "collectionName": "_superusers", "email": self.email,
                 "created": format_datetime(self.created), "updated": format_datetime(self.updated)}
