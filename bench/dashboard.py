@@ -35,10 +35,11 @@ if str(ROOT) not in sys.path:
 
 from promptproxy import create_app, records
 from promptproxy.accounting import stats
+from promptproxy.accounting.recorder import Recorder
 from promptproxy.auth import superusers
 from promptproxy.collections import BY_NAME
 from promptproxy.db import db
-from promptproxy.accounting.recorder import Recorder
+from promptproxy.services import services
 
 ADMIN = ("bench@example.com", "benchmark-password")
 DAYS = 30
@@ -118,7 +119,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory(prefix="promptproxy-dashboard-") as data_dir:
         app = create_app({"DATA_DIR": data_dir, "CATALOG_TTL": 0})
-        app.extensions["promptproxy.recorder"].stop()  # this run writes through its own recorder
+        services(app).recorder.stop()  # this run writes through its own recorder
         with db.connection_context():
             superusers.upsert(*ADMIN)
         users, keys, models, prompts = provision()

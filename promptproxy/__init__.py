@@ -1,7 +1,8 @@
 """PromptProxy: a small self-hosted, OpenAI-compatible LLM gateway.
 
 `create_app` builds the Flask application: data in SQLite under the data
-directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
+directory, its long-lived parts (`services.Services`), the admin at /_/, the REST
+API at /api/ and the proxy at /v1/.
 
 Importing the package itself stays light: gunicorn's master imports our worker
 class (promptproxy.serving.worker) before the worker patches the standard library for
@@ -25,11 +26,13 @@ def create_app(overrides=None):
     from . import config as settings
     from . import crypto, migrations
     from .accounting import stats
-    from .catalog import Catalog
-    from .db import make_private, open_database, use_writer
     from .accounting.limits import Limiter
     from .accounting.recorder import Recorder, close_connection
     from .admin.sessions import AdminOnlySessions
+    from .auth.throttle import LoginThrottle
+    from .catalog import Catalog
+    from .db import make_private, open_database, use_writer
+    from .services import Services
     from .writer import Writer
 
     conf = settings.from_environ(overrides)
@@ -69,16 +72,20 @@ def create_app(overrides=None):
     from .errors import init_errors
     from .proxy import proxy
 
-    app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
     limits_db = Path(data_dir) / "limits.db"
     make_private(limits_db)
-    app.extensions["promptproxy.limiter"] = Limiter(
-        str(limits_db),
-        defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
     # data.db's single writer thread: request rows, and any write that must not run on the event loop
-    writer = app.extensions["promptproxy.writer"] = Writer("data.db", on_stop=close_connection)
+    writer = Writer("data.db", on_stop=close_connection)
     use_writer(writer)  # record writes from the admin and the REST API go there too
-    recorder = app.extensions["promptproxy.recorder"] = Recorder(data_dir, writer).start()
+    Services(
+        settings=conf,
+        catalog=Catalog(ttl=conf["CATALOG_TTL"]),
+        writer=writer,
+        recorder=Recorder(data_dir, writer).start(),
+        limiter=Limiter(str(limits_db), defaults={
+            kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
+        throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
+    ).install(app)
     atexit.register(stop, app)  # write pending request rows when the process ends
 
     csrf = CSRFProtect(app)
@@ -105,8 +112,9 @@ def declared_models():
 
 def stop(app):
     """Write every pending request row and end the writer threads. Idempotent, never raises."""
-    app.extensions["promptproxy.recorder"].stop()  # stops the data writer after the last rows
-    app.extensions["promptproxy.limiter"].stop()
+    from .services import services
+
+    services(app).stop()
 
 
 def _close_db(exc):
@@ -121,10 +129,11 @@ def announce_setup(app):
     (only whoever can read the server's log can claim a fresh server)."""
     from .auth import superusers
     from .db import db
+    from .services import services
 
     with db.connection_context():
         if superusers.any_exist():
             return
-    base = app.config["PROMPTPROXY"]["PUBLIC_URL"] or "http://127.0.0.1:8090"
+    base = services(app).settings["PUBLIC_URL"] or "http://127.0.0.1:8090"
     link = f"{base.rstrip('/')}/_/setup/{superusers.setup_token(app.secret_key)}"
     log.warning("No admin account yet. Open this link to create one:\n\n    %s\n", link)

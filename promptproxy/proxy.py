@@ -34,6 +34,7 @@ from .errors import anthropic_error, openai_error
 from .accounting.limits import Limited
 from .catalog import rehash_key
 from .fields import utcnow
+from .services import services
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def shown(text, limit=100):
 
 
 def catalog():
-    return current_app.extensions["promptproxy.catalog"]
+    return services().catalog
 
 
 def looked_up(find, snap):
@@ -528,9 +529,8 @@ def handle(endpoint, rewrite, client="openai"):
         (key, user), snap = looked_up(authenticate, catalog().current())
     except ProxyError as refused:
         return refused.response(client=client)  # no user to account it to: no row
-    extensions = current_app.extensions
-    call = Call(endpoint, key, user, limiter=extensions["promptproxy.limiter"],
-                recorder=extensions["promptproxy.recorder"])
+    parts = services()
+    call = Call(endpoint, key, user, limiter=parts.limiter, recorder=parts.recorder)
     try:
         response = proxied(call, snap, rewrite, client)
         if isinstance(response.response, Streamed):

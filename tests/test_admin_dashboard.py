@@ -19,6 +19,7 @@ from promptproxy import create_app, records
 from promptproxy.accounting import stats
 from promptproxy.collections import BY_NAME
 from promptproxy.db import db
+from promptproxy.services import services
 
 from .conftest import make_admin
 
@@ -75,7 +76,7 @@ def mix(records_, count=1500, seed=7, now=NOW):
 
 def record(app, rows):
     """Through the recorder, as the proxy does: batches of up to 500 rows."""
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     for row in rows:
         recorder.record(dict(row))
     recorder.flush()
@@ -222,7 +223,7 @@ def test_rebuild_equals_the_incremental_rollup(app, records_):
 def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
     record(app, mix(records_, count=600))
     incremental = table()
-    app.extensions["promptproxy.recorder"].stop()
+    services(app).recorder.stop()
     db.close()
     with contextlib.closing(sqlite3.connect(data_dir / "data.db")) as conn:  # as before the rollup
         conn.execute(f'DROP TABLE "{stats.TABLE}"')
@@ -235,7 +236,7 @@ def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
             assert stats.backfill() == 0  # not empty any more: left alone
         assert table() == incremental
     finally:
-        again.extensions["promptproxy.recorder"].stop()
+        services(again).recorder.stop()
 
 
 def test_add_runs_in_its_own_transaction_when_called_alone(app):
