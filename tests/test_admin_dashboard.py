@@ -108,6 +108,12 @@ def bin_index(latency):
     return stats.BINS - 1
 
 
+def bin_edges(latency):
+    """The (low, high) edges in ms of the bin that holds this latency."""
+    i = bin_index(latency)
+    return (stats.EDGES[i - 1] if i else 0), (stats.EDGES[i] if i < stats.BINS - 1 else math.inf)
+
+
 def expected_detail(rows):
     groups = defaultdict(lambda: dict.fromkeys(stats.VALUES, 0))
     for row in rows:
@@ -142,7 +148,7 @@ def assert_close_to(estimate, latencies, q):
         assert estimate is None
         return
     truth = true_percentile(latencies, q)
-    low, high = stats.bin_of(truth)
+    low, high = bin_edges(truth)
     if math.isinf(high):
         assert estimate == low
     else:

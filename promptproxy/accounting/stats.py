@@ -219,12 +219,6 @@ def percentile(histogram, q):
     return None  # unreachable
 
 
-def bin_of(latency_ms):
-    """The (low, high) edges in ms of the bin that holds this latency."""
-    i = bisect_right(EDGES, latency_ms)
-    return (EDGES[i - 1] if i else 0), (EDGES[i] if i < BINS - 1 else math.inf)
-
-
 def _window(range_, now):
     try:
         size, count = RANGES[range_]
