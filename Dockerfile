@@ -48,4 +48,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # gunicorn's parser costs time quadratic in the size of the headers it reads.
 # Every call is already recorded in the requests table, so there is no access log by
 # default (it costs CPU on every call); add one with -e GUNICORN_CMD_ARGS="--access-logfile -".
-CMD ["gunicorn", "-k", "promptproxy.worker.GeventWorker", "--bind", "0.0.0.0:8090", "--workers", "2", "--limit-request-line", "8190", "--limit-request-field_size", "16384", "--no-control-socket", "app:app"]
+CMD ["gunicorn", "-k", "promptproxy.serving.worker.GeventWorker", "--bind", "0.0.0.0:8090", "--workers", "2", "--limit-request-line", "8190", "--limit-request-field_size", "16384", "--no-control-socket", "app:app"]

@@ -33,11 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from promptproxy import create_app, stats, superusers
+from promptproxy import create_app
+from promptproxy.accounting import stats
+from promptproxy.accounting.recorder import Recorder
+from promptproxy.auth import superusers
 from promptproxy.collections import BY_NAME
 from promptproxy.data import records
 from promptproxy.data.db import db
-from promptproxy.recorder import Recorder
+from promptproxy.services import services
 
 ADMIN = ("bench@example.com", "benchmark-password")
 DAYS = 30
@@ -117,7 +120,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory(prefix="promptproxy-dashboard-") as data_dir:
         app = create_app({"DATA_DIR": data_dir, "CATALOG_TTL": 0})
-        app.extensions["promptproxy.recorder"].stop()  # this run writes through its own recorder
+        services(app).recorder.stop()  # this run writes through its own recorder
         with db.connection_context():
             superusers.upsert(*ADMIN)
         users, keys, models, prompts = provision()

@@ -1,10 +1,11 @@
 """PromptProxy: a small self-hosted, OpenAI-compatible LLM gateway.
 
 `create_app` builds the Flask application: data in SQLite under the data
-directory, the admin at /_/, the REST API at /api/ and the proxy at /v1/.
+directory, its long-lived parts (`services.Services`), the admin at /_/, the REST
+API at /api/ and the proxy at /v1/.
 
 Importing the package itself stays light: gunicorn's master imports our worker
-class (promptproxy.worker) before the worker patches the standard library for
+class (promptproxy.serving.worker) before the worker patches the standard library for
 gevent, and anything imported then is imported unpatched: requests/urllib3 break
 HTTPS upstreams, and peewee's connection state would be shared by every greenlet.
 So what the app needs is imported when `create_app` runs, in the worker.
@@ -23,14 +24,16 @@ def create_app(overrides=None):
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as settings
-    from . import stats
+    from .accounting import stats
+    from .accounting.limits import Limiter
+    from .accounting.recorder import Recorder, close_connection
+    from .admin.sessions import AdminOnlySessions
+    from .auth.throttle import LoginThrottle
     from .data import crypto, migrations
     from .data.catalog import Catalog
     from .data.db import make_private, open_database, use_writer
     from .data.writer import Writer
-    from .limits import Limiter
-    from .recorder import Recorder, close_connection
-    from .sessions import AdminOnlySessions
+    from .services import Services
 
     conf = settings.from_environ(overrides)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
@@ -65,20 +68,24 @@ def create_app(overrides=None):
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
     from .admin import init_admin
-    from .api import api
+    from .rest.routes import api
     from .errors import init_errors
     from .proxy import proxy
 
-    app.extensions["promptproxy.catalog"] = Catalog(ttl=conf["CATALOG_TTL"])
     limits_db = Path(data_dir) / "limits.db"
     make_private(limits_db)
-    app.extensions["promptproxy.limiter"] = Limiter(
-        str(limits_db),
-        defaults={kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")})
     # data.db's single writer thread: request rows, and any write that must not run on the event loop
-    writer = app.extensions["promptproxy.writer"] = Writer("data.db", on_stop=close_connection)
+    writer = Writer("data.db", on_stop=close_connection)
     use_writer(writer)  # record writes from the admin and the REST API go there too
-    recorder = app.extensions["promptproxy.recorder"] = Recorder(data_dir, writer).start()
+    Services(
+        settings=conf,
+        catalog=Catalog(ttl=conf["CATALOG_TTL"]),
+        writer=writer,
+        recorder=Recorder(data_dir, writer).start(),
+        limiter=Limiter(str(limits_db), defaults={
+            kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
+        throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
+    ).install(app)
     atexit.register(stop, app)  # write pending request rows when the process ends
 
     csrf = CSRFProtect(app)
@@ -96,7 +103,8 @@ def create_app(overrides=None):
 
 def declared_models():
     """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
-    from . import stats, superusers, throttle
+    from .accounting import stats
+    from .auth import superusers, throttle
     from .collections import ALL
 
     return [superusers.Superuser, stats.RequestStats, throttle.LoginFailure] + [c.model for c in ALL]
@@ -104,8 +112,9 @@ def declared_models():
 
 def stop(app):
     """Write every pending request row and end the writer threads. Idempotent, never raises."""
-    app.extensions["promptproxy.recorder"].stop()  # stops the data writer after the last rows
-    app.extensions["promptproxy.limiter"].stop()
+    from .services import services
+
+    services(app).stop()
 
 
 def _close_db(exc):
@@ -118,12 +127,13 @@ def _close_db(exc):
 def announce_setup(app):
     """With no admin yet, print the one-time link that creates the first one
     (only whoever can read the server's log can claim a fresh server)."""
-    from . import superusers
+    from .auth import superusers
     from .data.db import db
+    from .services import services
 
     with db.connection_context():
         if superusers.any_exist():
             return
-    base = app.config["PROMPTPROXY"]["PUBLIC_URL"] or "http://127.0.0.1:8090"
+    base = services(app).settings["PUBLIC_URL"] or "http://127.0.0.1:8090"
     link = f"{base.rstrip('/')}/_/setup/{superusers.setup_token(app.secret_key)}"
     log.warning("No admin account yet. Open this link to create one:\n\n    %s\n", link)

@@ -44,7 +44,7 @@ def main(argv=None):
     overrides = {"DATA_DIR": args.dir} if args.dir else {}
     if args.command == "serve":
         from . import create_app
-        from .server import serve
+        from .serving.server import serve
 
         if "PUBLIC_URL" not in overrides and not os.environ.get("PROMPTPROXY_PUBLIC_URL"):
             host, _, port = args.http.rpartition(":")
@@ -72,7 +72,7 @@ def open_data(overrides):
 
 
 def superuser_command(args, overrides):
-    from . import superusers
+    from .auth import superusers
     from .data.db import db
 
     open_data(overrides)

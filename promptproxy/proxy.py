@@ -27,6 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
 from . import providers
+from .accounting.limits import Limited
 from .data.catalog import rehash_key
 from .data.fields import utcnow
 from .errors import ProxyError
@@ -35,7 +36,7 @@ from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused, error_text, last_user_message, parsed_json, token_count
 from .providers.openai import rewrite_chat, rewrite_completion
 from .providers.upstream import PASSED_BACK, forward, upstream_failure
-from .limits import Limited
+from .services import services
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def shown(text, limit=100):
 
 
 def catalog():
-    return current_app.extensions["promptproxy.catalog"]
+    return services().catalog
 
 
 def looked_up(find, snap):
@@ -361,9 +362,8 @@ def handle(endpoint, rewrite, client="openai"):
         (key, user), snap = looked_up(authenticate, catalog().current())
     except ProxyError as refused:
         return refused.response(client=client)  # no user to account it to: no row
-    extensions = current_app.extensions
-    call = Call(endpoint, key, user, limiter=extensions["promptproxy.limiter"],
-                recorder=extensions["promptproxy.recorder"])
+    parts = services()
+    call = Call(endpoint, key, user, limiter=parts.limiter, recorder=parts.recorder)
     try:
         response = proxied(call, snap, rewrite, client)
         if isinstance(response.response, Streamed):
@@ -402,7 +402,8 @@ def proxied(call, snap, rewrite, client):
         response = jsonify(route.local_answer(call, upstream_body))
         response.headers.update(limit_headers(call))
         return response
-    upstream = forward(call.api, route.path, json.dumps(upstream_body).encode(), call.stream, request.environ)
+    upstream = forward(services().pools, call.api, route.path, json.dumps(upstream_body).encode(), call.stream,
+                       request.environ)
     is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
     if call.stream and upstream.status < 400 and is_sse:
         return Response(Streamed(call, upstream, route.events(call, hide_usage)),

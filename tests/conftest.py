@@ -5,8 +5,10 @@ import re
 
 import pytest
 
-from promptproxy import create_app, stop, superusers
+from promptproxy import create_app, stop
+from promptproxy.auth import superusers
 from promptproxy.data.db import db
+from promptproxy.services import services
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery"
@@ -146,7 +148,7 @@ class Gateway:
         """The request rows, once `expected` of them have been written."""
         from promptproxy.collections import BY_NAME
 
-        recorder = self.app.extensions["promptproxy.recorder"]
+        recorder = services(self.app).recorder
         assert recorder.wait_for(expected, timeout=10), f"only {recorder.written} rows written"
         with db.connection_context():
             model = BY_NAME["requests"].model

@@ -14,15 +14,18 @@ from pathlib import Path
 import openai
 import pytest
 
-from promptproxy import create_app, stats
+import promptproxy
+from promptproxy import create_app
+from promptproxy.accounting import stats
 from promptproxy.collections import BY_NAME
 from promptproxy.data import records
 from promptproxy.data.db import db
+from promptproxy.services import services
 
 from .conftest import make_admin
 
 NOW = dt.datetime(2026, 3, 15, 13, 25, 7)  # mid-hour, mid-day: every bucket edge is exercised
-CHART = Path(stats.__file__).parent / "admin" / "static" / "chart.umd.min.js"
+CHART = Path(promptproxy.__file__).parent / "admin" / "static" / "chart.umd.min.js"
 
 
 # -- a realistic mix of request rows -------------------------------------------------
@@ -74,7 +77,7 @@ def mix(records_, count=1500, seed=7, now=NOW):
 
 def record(app, rows):
     """Through the recorder, as the proxy does: batches of up to 500 rows."""
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     for row in rows:
         recorder.record(dict(row))
     recorder.flush()
@@ -104,6 +107,12 @@ def bin_index(latency):
         if latency < edge:
             return i
     return stats.BINS - 1
+
+
+def bin_edges(latency):
+    """The (low, high) edges in ms of the bin that holds this latency."""
+    i = bin_index(latency)
+    return (stats.EDGES[i - 1] if i else 0), (stats.EDGES[i] if i < stats.BINS - 1 else math.inf)
 
 
 def expected_detail(rows):
@@ -140,7 +149,7 @@ def assert_close_to(estimate, latencies, q):
         assert estimate is None
         return
     truth = true_percentile(latencies, q)
-    low, high = stats.bin_of(truth)
+    low, high = bin_edges(truth)
     if math.isinf(high):
         assert estimate == low
     else:
@@ -221,7 +230,7 @@ def test_rebuild_equals_the_incremental_rollup(app, records_):
 def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
     record(app, mix(records_, count=600))
     incremental = table()
-    app.extensions["promptproxy.recorder"].stop()
+    services(app).recorder.stop()
     db.close()
     with contextlib.closing(sqlite3.connect(data_dir / "data.db")) as conn:  # as before the rollup
         conn.execute(f'DROP TABLE "{stats.TABLE}"')
@@ -234,7 +243,7 @@ def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
             assert stats.backfill() == 0  # not empty any more: left alone
         assert table() == incremental
     finally:
-        again.extensions["promptproxy.recorder"].stop()
+        services(again).recorder.stop()
 
 
 def test_add_runs_in_its_own_transaction_when_called_alone(app):

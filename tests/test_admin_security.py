@@ -10,6 +10,7 @@ from promptproxy import create_app
 from promptproxy.collections import BY_NAME
 from promptproxy.data import records
 from promptproxy.data.db import db
+from promptproxy.services import services
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin
 
@@ -52,7 +53,7 @@ def test_cookies_are_secure_behind_https(data_dir):
         assert cookies and all("Secure" in c and "HttpOnly" in c for c in cookies)
         assert app.config["REMEMBER_COOKIE_SECURE"] is True
     finally:
-        app.extensions["promptproxy.recorder"].stop()
+        services(app).recorder.stop()
 
 
 def test_cookies_are_not_secure_over_plain_http(app, client):
@@ -106,7 +107,20 @@ def test_two_instances_share_the_throttle(app, client, data_dir):
         assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
         assert log_in(other.test_client()).status_code == 401  # the admin form, too
     finally:
-        other.extensions["promptproxy.recorder"].stop()
+        services(other).recorder.stop()
+
+
+def test_the_admin_and_the_rest_api_ask_the_apps_one_throttle(app, client):
+    make_admin()
+    throttle = services(app).throttle
+    now = [1_000_000.0]
+    throttle.clock = lambda: now[0]
+    fail_logins(client)
+    assert right_login(client).status_code == 429
+    assert b"Too many failed attempts" in log_in(client).data
+    now[0] += 3600  # on this throttle's clock alone: both logins go through again
+    assert right_login(client).status_code == 200
+    assert log_in(client).status_code == 302
 
 
 def test_behind_a_trusted_proxy_one_address_cannot_lock_out_another(data_dir):
@@ -123,7 +137,7 @@ def test_behind_a_trusted_proxy_one_address_cannot_lock_out_another(data_dir):
         spoofed = {"headers": {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}}
         assert right_login(client, **spoofed).status_code == 429
     finally:
-        app.extensions["promptproxy.recorder"].stop()
+        services(app).recorder.stop()
 
 
 def test_without_trusted_proxies_forwarded_addresses_are_ignored(app, client):

@@ -2,7 +2,7 @@
 
 
 
-from promptproxy import superusers
+from promptproxy.auth import superusers
 from promptproxy.collections import ALL
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin
@@ -125,8 +125,8 @@ def test_failed_logins_are_slowed_down(app, client):
 
 
 def test_throttle_backs_off_and_forgets(app):
+    from promptproxy.auth.throttle import LoginThrottle
     from promptproxy.data.db import db
-    from promptproxy.throttle import LoginThrottle
 
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0])

@@ -8,6 +8,7 @@ from promptproxy.data.db import db, open_database
 from promptproxy.data.fields import LongText, Text
 
 from promptproxy.collections import BY_NAME
+from promptproxy.services import services
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin
 
@@ -80,14 +81,14 @@ def test_databases_are_private_to_the_servers_user(data_dir):
     try:
         app = create_app({"DATA_DIR": str(data_dir)})
         assert modes() == {path.name: 0o600 for path in files}
-        app.extensions["promptproxy.recorder"].stop()
+        services(app).recorder.stop()
 
         for path in files:  # files an earlier version left readable are made private on start
             if path.exists():
                 path.chmod(0o644)
         app = create_app({"DATA_DIR": str(data_dir)})
         assert modes() == {path.name: 0o600 for path in files}
-        app.extensions["promptproxy.recorder"].stop()
+        services(app).recorder.stop()
     finally:
         os.umask(old_umask)
         db.close()

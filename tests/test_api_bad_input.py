@@ -90,7 +90,7 @@ def test_long_filters_work(api, glue):
 def test_a_filter_the_database_refuses_is_400(api, monkeypatch):
     import peewee
 
-    from promptproxy import api as rest
+    from promptproxy.rest import routes as rest
 
     def refuse(*args, **kwargs):
         raise peewee.OperationalError("parser stack overflow")

@@ -1,4 +1,4 @@
-"""promptproxy.filters: PocketBase filter and sort syntax -> peewee, run against real SQLite."""
+"""promptproxy.rest.filter_sql: PocketBase filter and sort syntax -> peewee, run against real SQLite."""
 
 import datetime as dt
 import sys
@@ -11,7 +11,7 @@ ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:  # so the module imports however pytest is started
     sys.path.insert(0, ROOT)
 
-from promptproxy.filters import FilterError, parse_filter, parse_sort  # noqa: E402
+from promptproxy.rest.filter_sql import FilterError, parse_filter, parse_sort  # noqa: E402
 
 db = peewee.SqliteDatabase(":memory:")
 

@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet
 
 from promptproxy import create_app
 from promptproxy.data.db import db
+from promptproxy.services import services
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient, csrf_token, make_admin
 from .servers import server_env
@@ -28,7 +29,7 @@ def start(data_dir, monkeypatch):
 
     def start(key):
         if apps:
-            apps[-1].extensions["promptproxy.recorder"].stop()
+            services(apps[-1]).recorder.stop()
             db.close()
         monkeypatch.setenv("PROMPTPROXY_ENCRYPTION_KEY", key)
         app = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
@@ -37,7 +38,7 @@ def start(data_dir, monkeypatch):
         return app
     yield start
     if apps:
-        apps[-1].extensions["promptproxy.recorder"].stop()
+        services(apps[-1]).recorder.stop()
     db.close()
 
 
@@ -67,7 +68,7 @@ def chat(app, key):
 def rows(app, expected):
     from promptproxy.collections import BY_NAME
 
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     assert recorder.wait_for(expected, timeout=10)
     with db.connection_context():
         return list(BY_NAME["requests"].model.select())

@@ -130,7 +130,7 @@ def test_importing_the_gunicorn_worker_class_leaves_the_app_unimported():
     standard library for gevent: libraries imported then stay unpatched (requests
     and urllib3 break HTTPS upstreams, peewee's connections would be shared by all
     greenlets). The class must come without them."""
-    script = ("import json, sys; from promptproxy.worker import GeventWorker; "
+    script = ("import json, sys; from promptproxy.serving.worker import GeventWorker; "
               "print(json.dumps(sorted(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
@@ -139,4 +139,4 @@ def test_importing_the_gunicorn_worker_class_leaves_the_app_unimported():
     assert "gunicorn" in imported
     assert not imported & {"requests", "urllib3", "peewee", "flask", "werkzeug", "cryptography"}
     loaded = {name for name in json.loads(result.stdout) if name.startswith("promptproxy.")}
-    assert loaded == {"promptproxy.worker", "promptproxy.http_errors"}
+    assert loaded == {"promptproxy.serving", "promptproxy.serving.worker", "promptproxy.serving.http_errors"}

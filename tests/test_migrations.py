@@ -16,6 +16,7 @@ import pytest
 from promptproxy import create_app
 from promptproxy.data.db import db
 from promptproxy.data.migrations import MIGRATIONS
+from promptproxy.services import services
 
 from .servers import free_port, running, server_env
 
@@ -54,7 +55,7 @@ def start(data_dir, monkeypatch):
     for name, value in OLD_ENV.items():
         monkeypatch.setenv(name, value)
     app = create_app({"DATA_DIR": str(data_dir)})
-    app.extensions["promptproxy.recorder"].stop()
+    services(app).recorder.stop()
     db.close()
     return app
 

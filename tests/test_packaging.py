@@ -84,7 +84,7 @@ def test_dockerfile_runs_gunicorn_gevent_as_a_non_root_user_with_data_in_a_volum
 
     cmd = dockerfile_cmd()
     assert cmd[0] == "gunicorn" and cmd[-1] == "app:app"
-    assert cmd[cmd.index("-k") + 1] == "promptproxy.worker.GeventWorker"  # gevent, JSON errors
+    assert cmd[cmd.index("-k") + 1] == "promptproxy.serving.worker.GeventWorker"  # gevent, JSON errors
     assert cmd[cmd.index("--bind") + 1] == "0.0.0.0:8090"
     assert "--no-control-socket" in cmd
     # --preload imports the app before gevent patches ssl: every HTTPS upstream breaks.

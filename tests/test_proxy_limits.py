@@ -7,7 +7,8 @@ import threading
 import openai
 import pytest
 
-from promptproxy.limits import reset_text
+from promptproxy.accounting.limits import reset_text
+from promptproxy.services import services
 
 from .servers import dockerfile_cmd
 
@@ -23,7 +24,7 @@ def raw_call(gateway, key=None, **kwargs):
 def clock(app):
     """Put the limiter on a clock the test moves; 10 s into a minute."""
     now = [1_700_000_000 - 1_700_000_000 % 86400 + 3600 + 10.0]
-    app.extensions["promptproxy.limiter"].clock = lambda: now[0]
+    services(app).limiter.clock = lambda: now[0]
     return now
 
 
@@ -108,7 +109,7 @@ def test_a_key_override_counts_on_its_own(gateway, clock):
 
 def test_instance_default_and_no_limit_no_headers(gateway, app, clock):
     assert "x-ratelimit-limit-requests" not in raw_call(gateway).headers
-    app.extensions["promptproxy.limiter"].defaults = {"rpm": 1}
+    services(app).limiter.defaults = {"rpm": 1}
     raw_call(gateway)
     with pytest.raises(openai.RateLimitError):
         raw_call(gateway)

@@ -18,6 +18,7 @@ from promptproxy import create_app, stop
 from promptproxy.collections import BY_NAME
 from promptproxy.data.db import db
 from promptproxy.data.fields import new_id, utcnow
+from promptproxy.services import services
 
 from .servers import dockerfile_cmd
 
@@ -68,7 +69,7 @@ def test_poison_rows_from_upstream_and_client_are_stored_and_hold_nothing_back(g
     assert "model_ref had characters that cannot be stored" in surrogate_row.error
     assert surrogate_row.request_body == {"model": "\ufffd", "messages": []}
     assert [row.user_message for row in rows[2:]] == [f"n{i}" for i in range(60)]
-    from promptproxy import stats
+    from promptproxy.accounting import stats
     with db.connection_context():
         assert stats.summary("24h")["totals"]["requests"] == 62  # the rollup took every row
 
@@ -79,7 +80,7 @@ def a_row(**values):
 
 
 def test_stop_writes_every_row_and_drops_only_the_one_that_cannot_be_written(app, caplog):
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     taken = new_id()
     recorder.record(a_row(id=taken, model_ref="first"))
     assert recorder.flush()
@@ -106,7 +107,7 @@ def test_stop_writes_every_row_and_drops_only_the_one_that_cannot_be_written(app
 def test_spooled_rows_of_a_dead_worker_are_replayed_once_at_start(app, data_dir):
     """A worker died after committing part of its spool: the next start writes
     the rest, and no row (nor its count in the rollup) twice."""
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     first = a_row(model_ref="committed before the crash", id=new_id())
     recorder.record(dict(first))
     assert recorder.flush()
@@ -125,7 +126,7 @@ def test_spooled_rows_of_a_dead_worker_are_replayed_once_at_start(app, data_dir)
         refs = [row.model_ref for row in stored()]
         assert refs == ["committed before the crash", "lost 0", "lost 1", "lost 2"]
         assert not segment.exists()
-        from promptproxy import stats
+        from promptproxy.accounting import stats
         with db.connection_context():
             assert stats.summary("24h")["totals"]["requests"] == 4
     finally:
@@ -133,7 +134,7 @@ def test_spooled_rows_of_a_dead_worker_are_replayed_once_at_start(app, data_dir)
 
 
 def test_spool_files_are_private(app, data_dir):
-    recorder = app.extensions["promptproxy.recorder"]
+    recorder = services(app).recorder
     recorder.spool.append({"id": "x"})
     spool = data_dir / "spool"
     assert spool.stat().st_mode & 0o777 == 0o700

@@ -5,9 +5,8 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import LoginManager
 
-from .. import superusers
+from ..auth import superusers
 from ..collections import ALL
-from ..throttle import LoginThrottle
 from .home import HomeView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal
@@ -32,7 +31,6 @@ def init_admin(app):
     login = LoginManager(app)
     login.login_view = "admin.login_view"
     login.user_loader(lambda admin_id: superusers.Superuser.get_or_none(superusers.Superuser.id == admin_id))
-    app.extensions["promptproxy.login_throttle"] = LoginThrottle()  # shared through data.db
     app.jinja_env.globals["pop_reveal"] = pop_reveal
     app.after_request(protect_admin_pages)
 

@@ -16,9 +16,11 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo
 
-from .. import stats, superusers
-from ..throttle import attempt
+from ..accounting import stats
+from ..auth import superusers
+from ..auth.throttle import attempt
 from ..collections import ALL
+from ..services import services
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"chart.umd.min.js"}  # served at /_/assets/<name>, cached for a year
@@ -114,7 +116,7 @@ class HomeView(AdminIndexView):
         form = LoginForm()
         error = None
         if form.validate_on_submit():
-            throttle = current_app.extensions["promptproxy.login_throttle"]
+            throttle = services().throttle
             who = attempt(form.email.data)
             wait = throttle.wait(who)
             if wait:

@@ -32,6 +32,7 @@ from ..collections import BY_NAME
 from ..data import crypto, records
 from ..providers.base import error_message
 from ..providers.upstream import upstream_base, upstream_headers
+from ..services import services
 from .forms import UNREADABLE, mask
 from .views import CollectionView, LoginRequired
 
@@ -42,7 +43,7 @@ KEY_PLACEHOLDER = "$PROMPTPROXY_KEY"
 
 def public_base_url():
     """Where clients reach the proxy: PUBLIC_URL, or the address this page came from."""
-    base = current_app.config["PROMPTPROXY"].get("PUBLIC_URL") or request.host_url
+    base = services().settings.get("PUBLIC_URL") or request.host_url
     return base.rstrip("/") + "/v1"
 
 
@@ -114,7 +115,7 @@ def playground_key(admin):
 
 def choices():
     """Active models (on active apis) and active prompts, as the proxy sees them."""
-    snap = current_app.extensions["promptproxy.catalog"].current()
+    snap = services().catalog.current()
     models = [{"ref": m.name or m.id, "model": m.model, "api": snap.apis[m.api].name}
               for m in snap.model_list]
     prompts = [{"ref": p.name or p.id} for p in snap.prompt_list]

@@ -52,23 +52,21 @@ def upstream_headers(api, secret, headers):
     return headers
 
 
-_pools = {}  # base URL -> its connection pool; keep-alive connections are reused
-
-
-def pool_for(base_url):
-    pool = _pools.get(base_url)
+def pool_for(pools, base_url):
+    """The keep-alive connection pool to `base_url` in `pools` (the app's), made on first use."""
+    pool = pools.get(base_url)
     if pool is None:
         tls = {"ca_certs": certifi.where()} if base_url.startswith("https:") else {}
-        pool = _pools[base_url] = urllib3.connection_from_url(
+        pool = pools[base_url] = urllib3.connection_from_url(
             base_url, maxsize=512, block=False, retries=False, **tls)
         pool.path = urlsplit(base_url).path.rstrip("/")
     return pool
 
 
-def forward(api, endpoint, body, stream, environ):
+def forward(pools, api, endpoint, body, stream, environ):
     """Send a call upstream with the api's own key, and those of the client's
-    headers (from its WSGI `environ`) that are FORWARDED; the response's body is
-    read later, as it arrives.
+    headers (from its WSGI `environ`) that are FORWARDED, on a connection from
+    `pools`; the response's body is read later, as it arrives.
 
     A POST reaches the upstream once. It is sent again only when writing it failed
     with a broken pipe, which means the upstream had closed the connection before
@@ -83,7 +81,7 @@ def forward(api, endpoint, body, stream, environ):
     headers["Accept"] = "text/event-stream" if stream else "application/json"
     upstream_headers(api, api.secret, headers)
     timeout = urllib3.Timeout(connect=api.timeout or 60, read=api.timeout or 60)
-    pool = pool_for(upstream_base(api.protocol, api.base_url))
+    pool = pool_for(pools, upstream_base(api.protocol, api.base_url))
     for attempt in (1, 2):
         try:
             return pool.urlopen("POST", f"{pool.path}/{endpoint}", body=body, headers=headers,

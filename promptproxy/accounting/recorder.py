@@ -2,11 +2,11 @@
 
 A call ends by handing its row to `Recorder.record`, which makes it storable
 (`storable.clean`), appends it to this process's spool file and queues it: no
-database work, so the request path never waits on the database. A background
-loop (a greenlet under gevent, a thread otherwise) hands whatever has queued up to
-the data writer (`writer.Writer`), which inserts it in one transaction per 500
-rows on its own OS thread, adds it to the usage rollup and stamps each key's last
-use in the same transaction; then the spool segment holding those rows is removed.
+database work, so ending a call never waits for data.db. A background loop (a
+greenlet under gevent, a thread otherwise) hands whatever has queued up to the
+data writer (`writer.Writer`), which inserts it in one transaction per 500 rows on
+its own OS thread, adds it to the usage rollup and stamps each key's last use in
+the same transaction; then the spool segment holding those rows is removed.
 
 No row holds back the others: when a batch fails, its rows are written one by one,
 and a row that still fails is logged (its id, endpoint and the error, never its
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import peewee
 
+from ..collections import BY_NAME
+from ..data import storable
+from ..data.db import db
+from ..data.fields import JSONColumn, new_id
+from ..data.writer import Writer
 from . import stats
-from .collections import BY_NAME
-from .data import storable
-from .data.db import db
-from .data.fields import JSONColumn, new_id
-from .data.writer import Writer
 from .spool import Spool
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,12 @@ import math
 import peewee
 from flask import Blueprint, current_app, g, jsonify, request
 
-from . import superusers
-from .collections import BY_NAME
-from .data import records
-from .filters import FilterError, parse_filter, parse_sort
-from .throttle import attempt
+from ..auth import superusers
+from ..auth.throttle import attempt
+from ..collections import BY_NAME
+from ..data import records
+from ..services import services
+from .filter_sql import FilterError, parse_filter, parse_sort
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -97,7 +98,7 @@ def health():
 def auth_with_password():
     body = json_body()
     identity, password = str(body.get("identity", "")), str(body.get("password", ""))
-    throttle = current_app.extensions["promptproxy.login_throttle"]
+    throttle = services().throttle
     who = attempt(identity)
     wait = throttle.wait(who)
     if wait:

@@ -8,8 +8,8 @@ from flask_login import UserMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .data.db import BaseModel, write
-from .data.fields import EMAIL_PATTERN, new_id, storable_problem, utcnow
+from ..data.db import BaseModel, write
+from ..data.fields import EMAIL_PATTERN, new_id, storable_problem, utcnow
 
 TOKEN_MAX_AGE = 14 * 24 * 3600
 MIN_PASSWORD = 8
@@ -26,7 +26,7 @@ class Superuser(UserMixin, BaseModel):
         table_name = "_superusers"
 
     def to_json(self):
-        from .data.fields import format_datetime
+        from ..data.fields import format_datetime
 
         return {"id": self.id, "collectionName": "_superusers", "email": self.email,
                 "created": format_datetime(self.created), "updated": format_datetime(self.updated)}

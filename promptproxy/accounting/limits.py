@@ -25,8 +25,8 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from .data.storable import integer
-from .data.writer import Writer
+from ..data.storable import integer
+from ..data.writer import Writer
 
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
 SCHEMA = """

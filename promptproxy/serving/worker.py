@@ -1,6 +1,6 @@
 """gunicorn's gevent worker, with its own error answers in the caller's format.
 
-    gunicorn -k promptproxy.worker.GeventWorker app:app
+    gunicorn -k promptproxy.serving.worker.GeventWorker app:app
 
 gunicorn answers a request it cannot read (headers over its limits, a request
 line too long, broken HTTP) with an HTML page before the app ever sees it. This

@@ -27,8 +27,8 @@ from operator import add as _add
 
 import peewee
 
-from .collections import BY_NAME
-from .data.db import BaseModel, db
+from ..collections import BY_NAME
+from ..data.db import BaseModel, db
 
 ALL = "*"
 DIMENSIONS = ("user", "model", "prompt", "api")
@@ -217,12 +217,6 @@ def percentile(histogram, q):
             return round(value, 1)
         seen += count
     return None  # unreachable
-
-
-def bin_of(latency_ms):
-    """The (low, high) edges in ms of the bin that holds this latency."""
-    i = bisect_right(EDGES, latency_ms)
-    return (EDGES[i - 1] if i else 0), (EDGES[i] if i < BINS - 1 else math.inf)
 
 
 def _window(range_, now):

@@ -75,7 +75,7 @@ def serve(app, bind="127.0.0.1:8090", grace=10):
     try:
         server.serve_forever()
     finally:
-        from . import stop
+        from .. import stop
 
         stop(app)
         log.info("PromptProxy stopped")

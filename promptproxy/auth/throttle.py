@@ -14,7 +14,7 @@ import time
 import peewee
 from flask import request
 
-from .data.db import BaseModel, write
+from ..data.db import BaseModel, write
 
 FREE_TRIES = 5
 FORGET_AFTER = 15 * 60
