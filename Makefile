@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8090
 
-.PHONY: serve test test-fast bench screenshots clean
+.PHONY: serve test test-fast lint bench screenshots clean
 
 # Two stamps: `serve` needs only what the image installs, the tests add the dev tools.
 $(BIN)/.runtime: requirements.txt
@@ -24,6 +24,9 @@ test: $(BIN)/.dev  ## the whole suite, browser, load and packaging tests include
 
 test-fast: $(BIN)/.dev  ## everything but the slow tests
 	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(BIN)/.dev  ## ruff, with the settings in pyproject.toml
+	$(BIN)/ruff check .
 
 screenshots: $(BIN)/.dev  ## retake the README's screenshots into docs/img/ (the browser test)
 	$(BIN)/python -m pytest tests/test_admin_browser.py

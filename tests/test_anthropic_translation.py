@@ -1,4 +1,4 @@
-"""Tests for promptproxy.anthropic (OpenAI <-> Anthropic translation) and for the
+"""Tests for promptproxy.providers.anthropic (OpenAI <-> Anthropic translation) and for the
 fake Anthropic upstream in tests/anthropic_upstream.py.
 
 The translation is checked three ways: exact dicts for realistic payloads, the

@@ -37,7 +37,7 @@ def test_invalid(value, code, message):
 
 
 def test_one_pattern_for_records_and_admins():
-    from promptproxy import superusers
+    from promptproxy.auth import superusers
 
     assert superusers.check_credentials("ada@example", "long enough") == {"email": "Must be a valid email address."}
     assert EMAIL_PATTERN.fullmatch("ada@example.com")
