@@ -64,7 +64,7 @@ def provision():
 def rows(count, users, keys, models, prompts, rng):
     """Request rows as the proxy builds them, oldest first, over the last DAYS days.
     Users are uneven (a few heavy ones); models, prompts and apis are mixed freely."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     start = now - dt.timedelta(days=DAYS)
     span = (now - start).total_seconds()
     user_weights = [1 / (i + 1) ** 0.7 for i in range(len(users))]

@@ -16,8 +16,9 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from promptproxy import proxy  # noqa: E402
-from promptproxy.providers import openai  # noqa: E402
+from promptproxy import proxy
+from promptproxy.accounting.calls import Call
+from promptproxy.providers import openai
 
 RECORDED = Path(__file__).resolve().parent.parent / "tests/fixtures/litellm-1.106.2/chat_stream_include_usage.sse"
 
@@ -45,7 +46,7 @@ def run(size, rounds=25):
     data, events = stream()
     best = None
     for _ in range(rounds):
-        call = proxy.Call("chat/completions", SimpleNamespace(track=False), None)
+        call = Call("chat/completions", SimpleNamespace(track=False), None)
         relay = proxy.relay(call, Upstream(data, size), openai.OpenAIEvents(call, True))
         started = time.process_time()
         out = b"".join(relay)

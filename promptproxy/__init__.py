@@ -68,9 +68,9 @@ def create_app(overrides=None):
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
 
     from .admin import init_admin
-    from .rest.routes import api
     from .errors import init_errors
     from .proxy import proxy
+    from .rest.routes import api
 
     limits_db = Path(data_dir) / "limits.db"
     make_private(limits_db)

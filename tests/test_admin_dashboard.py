@@ -99,7 +99,7 @@ def table():
 # -- the expected figures, computed the slow, obvious way ----------------------------
 
 def epoch_hour(created):
-    return int(created.replace(tzinfo=dt.timezone.utc).timestamp()) // 3600
+    return int(created.replace(tzinfo=dt.UTC).timestamp()) // 3600
 
 
 def bin_index(latency):
@@ -266,7 +266,7 @@ def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
     summary = stats.summary(range_, now=NOW)
     first, size, count, chosen = in_window(rows, range_)
     assert summary["range"] == range_ and summary["bucket_hours"] == size and summary["has_requests"]
-    assert summary["start"] == dt.datetime.fromtimestamp(first * 3600, dt.timezone.utc).strftime(
+    assert summary["start"] == dt.datetime.fromtimestamp(first * 3600, dt.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")
     window = [row for bucket in chosen.values() for row in bucket]
     assert window and len(window) < len(rows)
@@ -280,7 +280,7 @@ def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
 
     assert len(summary["series"]) == count
     for index, bucket in enumerate(summary["series"]):
-        start = dt.datetime.fromtimestamp((first + index * size) * 3600, dt.timezone.utc)
+        start = dt.datetime.fromtimestamp((first + index * size) * 3600, dt.UTC)
         assert bucket["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
         counts, latencies = figures(chosen.get(index, []))
         assert {k: bucket[k] for k in counts} == counts, index
@@ -311,7 +311,7 @@ def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
 
 
 def test_summary_with_no_requests(app):
-    for range_, (size, count) in stats.RANGES.items():
+    for range_, (_size, count) in stats.RANGES.items():
         summary = stats.summary(range_)
         assert summary["has_requests"] is False
         assert summary["totals"] == {"requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
@@ -389,7 +389,7 @@ def test_the_dashboard_renders(admin):
                     "chart-requests", "chart-tokens", "chart-latency",
                     "top-user", "top-model", "top-prompt", "top-api", "dash-empty"):
         assert f'id="{element}"' in html, element
-    assert [m for m in re.findall(r'data-range="([^"]+)"', html)] == ["24h", "7d", "30d"]
+    assert re.findall(r'data-range="([^"]+)"', html) == ["24h", "7d", "30d"]
     for table in ("users", "keys", "apis", "models", "prompts", "requests"):
         assert f'href="/_/{table}/"' in html
     assert html.count("New record") == 5  # every table but the read-only request log

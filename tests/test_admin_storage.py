@@ -3,11 +3,10 @@
 import sqlite3
 
 from promptproxy import create_app
+from promptproxy.collections import BY_NAME
 from promptproxy.data.collection import Collection
 from promptproxy.data.db import db, open_database
 from promptproxy.data.fields import LongText, Text
-
-from promptproxy.collections import BY_NAME
 from promptproxy.services import services
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, make_admin

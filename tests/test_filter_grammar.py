@@ -6,7 +6,15 @@ import re
 import pytest
 
 from promptproxy.rest.filter_grammar import (
-    Chain, Comparison, FilterError, Literal, Name, SortKey, parse_filter, parse_sort)
+    Chain,
+    Comparison,
+    FilterError,
+    Literal,
+    Name,
+    SortKey,
+    parse_filter,
+    parse_sort,
+)
 
 NAMES = {"name", "count", "notes"}
 

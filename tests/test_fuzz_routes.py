@@ -50,15 +50,14 @@ V1_BODIES = st.one_of(
         "stream_options": JSON, "n": JSON, "temperature": JSON,
     }).map(lambda value: json.dumps(value).encode()),
 ).map(Body)
+RECORD_FIELDS = ("name", "email", "user", "label", "rpm", "tpm", "concurrency", "base_url", "api_key", "headers",
+                 "api", "model", "instructions", "tools", "apis", "models", "prompts", "active", "expires", "timeout",
+                 "protocol")
 API_BODIES = st.one_of(
     st.binary(max_size=64),
     st.just(nested(100_000)),
     JSON.map(lambda value: json.dumps(value).encode()),
-    st.fixed_dictionaries({}, optional={
-        name: JSON for name in ("name", "email", "user", "label", "rpm", "tpm", "concurrency", "base_url",
-                                "api_key", "headers", "api", "model", "instructions", "tools", "apis",
-                                "models", "prompts", "active", "expires", "timeout", "protocol")
-    }).map(lambda value: json.dumps(value).encode()),
+    st.fixed_dictionaries({}, optional=dict.fromkeys(RECORD_FIELDS, JSON)).map(lambda v: json.dumps(v).encode()),
 ).map(Body)
 FILTERS = st.one_of(TEXT.map(str), st.just("rpm > 99999999999999999999999"),
                     st.just(" && ".join(["name = 'a'"] * 140)), st.just("(" * 300 + "name='a'" + ")" * 300),

@@ -23,8 +23,19 @@ import openai
 import pytest
 from werkzeug.security import check_password_hash
 
-from .servers import (DOCKERFILE, ROOT, VENV_BIN, dockerfile_cmd, dockerfile_env, free_port,
-                      healthcheck_cmd, instruction, running, runtime_venv, server_env)
+from .servers import (
+    DOCKERFILE,
+    ROOT,
+    VENV_BIN,
+    dockerfile_cmd,
+    dockerfile_env,
+    free_port,
+    healthcheck_cmd,
+    instruction,
+    running,
+    runtime_venv,
+    server_env,
+)
 
 SETUP_LINK = re.compile(r"(https?://[^/\s]+)(/_/setup/([0-9a-f]+))")
 

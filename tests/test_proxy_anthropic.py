@@ -139,7 +139,8 @@ def test_anthropic_sdk_tools_through_an_openai_upstream(claude):
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_9", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Rome"}'}}]}}],
+                {"id": "call_9", "type": "function",
+                 "function": {"name": "weather", "arguments": '{"city":"Rome"}'}}]}}],
         "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}})
     message = anthropic_client(claude).messages.create(
         model="gpt", max_tokens=50, messages=HI,

@@ -140,9 +140,8 @@ def test_unreachable_upstream_is_502(gateway, caplog):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     gateway.update("apis", gateway.api, base_url=f"http://127.0.0.1:{port}/v1")
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(openai.APIStatusError) as failed:
-            chat(gateway)
+    with caplog.at_level(logging.DEBUG), pytest.raises(openai.APIStatusError) as failed:
+        chat(gateway)
     assert failed.value.status_code == 502
     assert "'Local' could not be reached" in failed.value.message
     assert UPSTREAM_SECRET not in caplog.text and UPSTREAM_SECRET not in failed.value.response.text

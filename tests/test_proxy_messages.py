@@ -127,7 +127,7 @@ def test_count_tokens_is_asked_of_an_anthropic_api(claude):
     # The stored prompt is applied as it is for /v1/messages.
     assert sent.json == {"model": "claude-sonnet-4-6", "system": "Talk like a pirate.\n\nBe brief.",
                          "messages": HI}
-    assert count.input_tokens == len("Talk like a pirate. Be brief. hello there".split())
+    assert count.input_tokens == len(["Talk", "like", "a", "pirate.", "Be", "brief.", "hello", "there"])
     [row] = claude.rows(1)
     assert (row.endpoint, row.status, row.model_ref) == ("messages/count_tokens", 200, "sonnet:pirate")
     assert row.input_tokens is None  # counting costs nothing: no usage to account

@@ -238,7 +238,7 @@ def test_a_post_reaches_the_upstream_once_when_it_resets_before_answering(gatewa
                                    base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
         gateway.create("models", api=resetting.id, model="m", name="resetting")
         client = gateway.client()
-        for n in range(3):
+        for _ in range(3):
             with pytest.raises(openai.APIStatusError) as failed:
                 client.chat.completions.create(model="resetting", messages=[{"role": "user", "content": "x"}])
             assert failed.value.status_code == 502

@@ -422,10 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         routes = {"/v1/chat/completions": ("POST", self._chat),
                   "/v1/completions": ("POST", self._completion),
                   "/v1/models": ("GET", self._models)}
-        if path.startswith("/v1/models/"):
-            route = ("GET", self._model)
-        else:
-            route = routes.get(path)
+        route = ("GET", self._model) if path.startswith("/v1/models/") else routes.get(path)
         if route is None:
             return self._send_json(404, _error(f"Unknown path {path}", "invalid_request_error",
                                                "unknown_url"))

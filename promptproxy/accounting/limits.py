@@ -150,7 +150,7 @@ class Limiter:
             if "concurrency" in applied:
                 used["concurrency"] = self._inflight(applied["concurrency"][0])
             headers = self._headers(applied, used, to_minute, to_day)
-            for kind, (subject, limit) in applied.items():
+            for kind, (_subject, limit) in applied.items():
                 if used[kind] >= limit:
                     retry = {"rpm": to_minute, "tpm": to_minute, "rpd": to_day}.get(kind, 1)
                     raise Limited(kind, limit, max(1, math.ceil(retry)), headers)

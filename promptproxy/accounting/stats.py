@@ -224,7 +224,7 @@ def _window(range_, now):
         size, count = RANGES[range_]
     except KeyError:
         raise ValueError(f"range must be one of {', '.join(RANGES)}") from None
-    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     current = _hour(now)
     last = current - current % size
     first = last - (count - 1) * size
@@ -232,7 +232,7 @@ def _window(range_, now):
 
 
 def _iso(hour):
-    return dt.datetime.fromtimestamp(hour * 3600, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(hour * 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _counts(requests, errors, input_tokens, output_tokens):

@@ -11,7 +11,6 @@ from .home import HomeView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal
 
-
 ADMIN_HEADERS = {
     "X-Frame-Options": "DENY",  # no clickjacking: the admin is never shown in a frame
     "Content-Security-Policy": "frame-ancestors 'none'",

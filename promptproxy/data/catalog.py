@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import crypto
 from ..collections import BY_NAME
+from . import crypto
 from .db import bump_version, connection, read_version, write
 from .fields import GatewayKey
 

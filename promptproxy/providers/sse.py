@@ -140,12 +140,10 @@ class Parser:
                 data.append(value)
             elif field == b"event":
                 name = value.decode("utf-8", "replace")
-            elif field == b"id":
-                if b"\0" not in value:
-                    self.last_id = value.decode("utf-8", "replace")
-            elif field == b"retry":
-                if value.isdigit():
-                    self.retry = int(value)
+            elif field == b"id" and b"\0" not in value:
+                self.last_id = value.decode("utf-8", "replace")
+            elif field == b"retry" and value.isdigit():
+                self.retry = int(value)
         if data:
             return Event(b"\n".join(data), name or None, self.last_id, raw)
         if comment and self.comments:

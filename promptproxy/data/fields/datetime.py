@@ -30,7 +30,7 @@ class DateTime(Field):
             raise Invalid("validation_invalid_date",
                           "Must be a date and time, like 2026-12-31 23:59.") from None
         if parsed.tzinfo:
-            parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
         return parsed
 
     def to_json(self, value):

@@ -20,7 +20,7 @@ class Url(Text):
             raise Invalid("validation_invalid_url",
                           "Must be an http:// or https:// URL, like http://localhost:11434/v1.")
         try:
-            parts.port
+            parts.port  # noqa: B018 -- reading the port is what checks it
         except ValueError:
             raise Invalid("validation_invalid_url", "The port is not a number.") from None
         return value.rstrip("/")

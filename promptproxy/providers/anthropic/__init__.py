@@ -16,12 +16,12 @@ package's names are gathered here for its users; its modules import one another
 directly.
 """
 
+from ..base import MAX_ERROR_TEXT
 from .errors import TranslationError, error_to_anthropic, error_to_openai
 from .messages import ANTHROPIC_VERSION, IMAGE_TOKENS, estimate_input_tokens
 from .requests import DEFAULT_MAX_TOKENS, chat_to_messages, messages_to_chat
 from .responses import chat_to_message, message_to_chat
 from .streams import ChatStreamToMessages, MessagesStreamToChat, sse
-from ..base import MAX_ERROR_TEXT
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "IMAGE_TOKENS", "MAX_ERROR_TEXT",
            "ChatStreamToMessages", "MessagesStreamToChat", "TranslationError",

@@ -16,7 +16,6 @@ import json
 from .errors import TranslationError
 from .tools import tool_choice_to_anthropic, tool_choice_to_openai, tools_to_anthropic, tools_to_openai
 
-
 #: Anthropic requires max_tokens; OpenAI clients usually leave it out.
 DEFAULT_MAX_TOKENS = 4096
 # The only image media types Anthropic accepts.
@@ -224,8 +223,9 @@ def messages_to_chat(body):
     their user turn, since OpenAI wants them right after the assistant's
     tool_calls.  A ``system`` message inside ``messages`` (Claude Code sends one
     under a beta, mid-conversation) stays a system message at its place: OpenAI
-    has that role, so nothing is lost by keeping it where the client put it.  ``max_tokens`` stays ``max_tokens`` (not max_completion_tokens)
-    because that is the field every OpenAI-compatible server understands.  A
+    has that role, so nothing is lost by keeping it where the client put it.
+    ``max_tokens`` stays ``max_tokens`` (not max_completion_tokens) because that
+    is the field every OpenAI-compatible server understands.  A
     stream asks for the usage chunk, without which the Anthropic answer could not
     report output tokens.
     """

@@ -7,7 +7,6 @@ import time
 from .errors import TranslationError
 from .requests import decode_arguments, text_of
 
-
 # Anthropic stop_reason -> OpenAI finish_reason.  pause_turn (a server tool paused
 # a long turn) and context-window exhaustion have no exact OpenAI counterpart:
 # they are the nearest meaning a client can act on.

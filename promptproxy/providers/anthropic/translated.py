@@ -13,7 +13,6 @@ from .requests import chat_to_messages, messages_to_chat
 from .responses import chat_to_message, message_to_chat
 from .streams import ChatStreamToMessages, MessagesStreamToChat, failure_event, sse
 
-
 # -- OpenAI client, Anthropic upstream: translated both ways ------------------------------
 
 class ChatToAnthropicRoute:

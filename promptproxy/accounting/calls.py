@@ -1,0 +1,94 @@
+"""One call's account: what the proxy learns about a call as it goes, and its
+single end.
+
+`Call.end` is the one way a call ends: it gives the call's rate-limit slot back
+(counting its tokens) and queues its request row, once, whatever happened on
+the way. The proxy (promptproxy/proxy.py) fills a Call in step by step.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..data.fields import utcnow
+from ..providers.base import last_user_message, token_count
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    """What we learn about one call as it goes; at the end it becomes its request row."""
+
+    endpoint: str
+    key: object
+    user: object
+    started: float = field(default_factory=time.perf_counter)
+    created: object = field(default_factory=utcnow)
+    model_ref: str = None
+    model: object = None
+    api: object = None
+    prompt: object = None
+    stream: bool = False
+    status: int = 200
+    error: str = None
+    ticket: object = None  # what the rate limiter admitted; released when the call ends
+    usage: dict = None
+    ttfb_ms: float = None
+    request_body: dict = None
+    response_body: object = None
+    system_prompt: str = None
+    reply_parts: list = field(default_factory=list)
+    limiter: object = None
+    recorder: object = None
+    ended: bool = False
+
+    @property
+    def track(self):
+        return bool(self.key.track)
+
+    def fail(self, status, error):
+        self.status, self.error = status, error
+
+    def end(self):
+        """The one way a call ends: release its rate-limit slot (counting its
+        tokens), then queue its row. Safe to call again; only the first counts."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.limiter.release(self.ticket, token_count((self.usage or {}).get("total_tokens")))
+        except Exception:
+            log.exception("releasing the rate-limit slot of a call failed")
+        finally:
+            try:
+                row = self.row()
+            except Exception:  # never lose the row over what a client or upstream sent
+                log.exception("the request row of a call could not be built whole")
+                row = self.row(bodies=False)
+            self.recorder.record(row)
+
+    def first_byte(self):
+        if self.ttfb_ms is None:
+            self.ttfb_ms = (time.perf_counter() - self.started) * 1000
+
+    def row(self, bodies=True):
+        """The request row; with the bodies, prompt and reply only for tracked keys."""
+        usage = self.usage if isinstance(self.usage, dict) else {}
+        row = {
+            "created": self.created, "user": self.user.id, "key": self.key.id,
+            "api": self.api.id if self.api else None, "model": self.model.id if self.model else None,
+            "prompt": self.prompt.id if self.prompt else None,
+            "model_ref": self.model_ref if isinstance(self.model_ref, str) else None,
+            "endpoint": self.endpoint, "stream": self.stream, "status": self.status,
+            "error": self.error,
+            "input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
+            "total_tokens": usage.get("total_tokens"),
+            "latency_ms": round((time.perf_counter() - self.started) * 1000),
+            "ttfb_ms": round(self.ttfb_ms) if self.ttfb_ms is not None else None,
+        }
+        if self.track and bodies:
+            row.update(request_body=self.request_body, response_body=self.response_body,
+                       system_prompt=self.system_prompt, user_message=last_user_message(self.request_body),
+                       reply="".join(part for part in self.reply_parts if isinstance(part, str)) or None)
+        return row
