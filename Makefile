@@ -29,7 +29,7 @@ lint: $(BIN)/.dev  ## ruff, with the settings in pyproject.toml
 	$(BIN)/ruff check .
 
 screenshots: $(BIN)/.dev  ## retake the README's screenshots into docs/img/ (the browser test)
-	$(BIN)/python -m pytest tests/test_admin_browser.py
+	SCREENSHOTS_DIR=docs/img $(BIN)/python -m pytest tests/test_admin_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

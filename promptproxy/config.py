@@ -15,10 +15,13 @@ DEFAULTS = {
     "PUBLIC_URL": "",  # where admins reach the server; used in the set-up link
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "LOG_LEVEL": "INFO",
-    "CATALOG_TTL": 0.5,
+    "CATALOG_TTL": 0.5,  # seconds an admin's edit may take to reach the proxy
     # Reverse-proxy hops in front of PromptProxy whose X-Forwarded-For is believed;
     # 0 trusts none and takes the connecting address as the client's.
-    "TRUSTED_PROXIES": 0,  # seconds an admin's edit may take to reach the proxy
+    "TRUSTED_PROXIES": 0,
+    # `app.py serve` logs one line per HTTP request when 1 (every call is a row in
+    # `requests` anyway, and gunicorn keeps none by default either).
+    "ACCESS_LOG": 0,
     # Instance-wide rate limits for users and keys that set none; 0 means no limit.
     "DEFAULT_RPM": 0,
     "DEFAULT_TPM": 0,

@@ -3,9 +3,11 @@
 serve`) and a real upstream on 127.0.0.1: create the admin account, a user, a key,
 an api, a model and a prompt; stream an answer in the playground; call the proxy
 with the openai SDK; find that call on the dashboard and in the request explorer.
-No page may log a JavaScript error. The same run writes the README's screenshots
-into docs/img/."""
+No page may log a JavaScript error. `make screenshots` runs it with
+SCREENSHOTS_DIR=docs/img to retake the README's screenshots; otherwise they go to a
+temporary folder, so `make test` leaves the tree as it was."""
 
+import os
 import re
 from pathlib import Path
 
@@ -16,17 +18,18 @@ from .servers import ROOT
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "docs" / "img"
 SETUP_LINK = re.compile(r"https?://\S+(/_/setup/[0-9a-f]+)")
 ADMIN = ("admin@example.com", "correct horse battery staple")
 TRANSLATOR = "Translate the user's message into English. Reply with the translation only."
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by .ci/run")]
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason=f"no browser at {CHROMIUM}: the browser tests need Debian's chromium "
+                                        "(apt-get install chromium; .ci/run installs it)")]
 
 
 @pytest.fixture
-def browser_page():
+def browser_page(tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -34,6 +37,8 @@ def browser_page():
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.set_default_timeout(15_000)
+        page.shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+        page.shots = page.shots if page.shots.is_absolute() else ROOT / page.shots
         page.errors = []
         page.on("console", lambda message: message.type == "error" and page.errors.append(
             f"{page.url}: {message.text}"))
@@ -47,7 +52,9 @@ def browser_page():
 
 def shot(page, name):
     page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
-    page.screenshot(path=str(SHOTS / name), full_page=True)
+    path = page.shots / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0
 
 
 def open_table(page, base, table):
@@ -73,7 +80,7 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     server = served()
     base = server.url
     link = SETUP_LINK.search(server.log()).group(1)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.shots.mkdir(parents=True, exist_ok=True)
 
     # A fresh server sends people to the link in its log; the link creates the admin.
     page.goto(base + "/_/")

@@ -4,6 +4,7 @@ import http.client
 import logging
 import signal
 import socket
+import sys
 
 import gevent
 from gevent import pywsgi
@@ -65,17 +66,26 @@ def parse_bind(text):
 
 def serve(app, bind="127.0.0.1:8090", grace=10):
     """Serve until SIGTERM or SIGINT, then finish open requests (up to `grace`
-    seconds) and write every pending request row before exiting."""
+    seconds) and write every pending request row before exiting. An address that
+    cannot be listened on is one line in the log and exit status 1."""
+    from .. import stop
+
     host, port = parse_bind(bind)
-    server = pywsgi.WSGIServer((host, port), app, handler_class=Handler,
-                               log=logging.getLogger("promptproxy.access"), error_log=log)
+    access_log = logging.getLogger("promptproxy.access") if app.config["PROMPTPROXY"]["ACCESS_LOG"] else None
+    server = pywsgi.WSGIServer((host, port), app, handler_class=Handler, log=access_log, error_log=log)
+    try:
+        server.init_socket()
+    except OSError as error:
+        stop(app)
+        log.error("Cannot listen on %s:%d: %s. Stop what uses it, or choose another address with "
+                  "--http (for example --http %s:%d) or PROMPTPROXY_HTTP.",
+                  host, port, error.strerror or error, host, port + 1)
+        sys.exit(1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, grace))
     log.info("PromptProxy listening on http://%s:%d (admin at /_/, API at /v1/)", host, port)
     try:
         server.serve_forever()
     finally:
-        from .. import stop
-
         stop(app)
         log.info("PromptProxy stopped")
