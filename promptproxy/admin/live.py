@@ -17,6 +17,7 @@ from flask_admin import BaseView, expose
 
 from ..collections import BY_NAME
 from ..data.db import db
+from ..serving import is_stopping
 from .views import LoginRequired
 
 POLL_SECONDS = 0.5
@@ -74,11 +75,12 @@ def new_calls(reader, after, user=None, model=None):
 def event_stream(reader, after, user, model, details_url):
     """SSE text: one `call` event per new row, a comment now and then to keep the
     connection open. A client that went away is noticed at the next write, when the
-    server ends this generator; the connection is closed then."""
+    server ends this generator; the connection is closed then. It ends by itself
+    when the server begins to stop."""
     try:
         yield f"retry: {RETRY_MS}\n: following the calls\n\n"
         quiet_since = time.monotonic()
-        while True:
+        while not is_stopping():  # a browser reconnects to the next server by itself
             try:
                 calls = new_calls(reader, after, user, model)
             except sqlite3.OperationalError:  # busy for a moment: the next poll reads it

@@ -8,7 +8,7 @@ import socket
 import gevent
 from gevent import pywsgi
 
-from . import http_errors
+from . import begin_stopping, http_errors
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,12 @@ def serve(app, bind="127.0.0.1:8090", grace=10):
     host, port = parse_bind(bind)
     server = pywsgi.WSGIServer((host, port), app, handler_class=Handler,
                                log=logging.getLogger("promptproxy.access"), error_log=log)
+    def stop_serving():
+        begin_stopping()
+        gevent.spawn(server.stop, grace)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, grace))
+        gevent.signal_handler(signum, stop_serving)
     log.info("PromptProxy listening on http://%s:%d (admin at /_/, API at /v1/)", host, port)
     try:
         server.serve_forever()
