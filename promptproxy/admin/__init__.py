@@ -8,6 +8,7 @@ from flask_login import LoginManager
 from ..auth import superusers
 from ..collections import ALL
 from .home import HomeView
+from .live import LiveView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, pop_reveal
 
@@ -41,5 +42,6 @@ def init_admin(app):
     for collection in ALL:
         admin.add_view((ApiView if collection.name == "apis" else CollectionView)(collection))
     admin.add_view(PlaygroundView(name="Playground", endpoint="playground", url="playground"))
+    admin.add_view(LiveView(name="Live log", endpoint="live", url="live"))
     admin.add_view(ConnectionView(name="Test connection", endpoint="connection", url="connection"))
     return admin

@@ -9,7 +9,7 @@ import sys
 import gevent
 from gevent import pywsgi
 
-from . import http_errors
+from . import begin_stopping, http_errors
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,13 @@ def serve(app, bind="127.0.0.1:8090", grace=10):
                   "--http (for example --http %s:%d) or PROMPTPROXY_HTTP.",
                   host, port, error.strerror or error, host, port + 1)
         sys.exit(1)
+
+    def stop_serving():
+        begin_stopping()
+        gevent.spawn(server.stop, grace)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, lambda: gevent.spawn(server.stop, grace))
+        gevent.signal_handler(signum, stop_serving)
     log.info("PromptProxy listening on http://%s:%d (admin at /_/, API at /v1/)", host, port)
     try:
         server.serve_forever()

@@ -17,12 +17,20 @@ import traceback
 from gunicorn.http.message import Request
 from gunicorn.workers import ggevent
 
-from . import http_errors
+from . import begin_stopping, http_errors
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
 class GeventWorker(ggevent.GeventWorker):
+
+    def handle_exit(self, sig, frame):
+        begin_stopping()  # SIGTERM: open live logs end, so the graceful stop is quick
+        super().handle_exit(sig, frame)
+
+    def handle_quit(self, sig, frame):
+        begin_stopping()
+        super().handle_quit(sig, frame)
 
     def handle_error(self, req, client, addr, exc):
         page = WrittenPage()
