@@ -1,5 +1,5 @@
 """The admin's playground (a chat through the real proxy, with its own user and a
-key per login) and "Test connection" for an api (the upstream's model list, and
+key per admin, kept across logins) and "Test connection" for an api (the upstream's model list, and
 importing models from it), against the real fake upstream."""
 
 import html
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from promptproxy.auth.superusers import Superuser
 from promptproxy.collections import BY_NAME
-from promptproxy.data import crypto
+from promptproxy.data import crypto, records
 from promptproxy.data.db import db
 from promptproxy.data.fields import GatewayKey
 
@@ -50,11 +51,14 @@ def visit(client, query=""):
 
 
 def rows(collection, **where):
-    model = BY_NAME[collection].model
+    return rows_of(BY_NAME[collection].model, **where)
+
+
+def rows_of(table, **where):
     with db.connection_context():
-        query = model.select().order_by(model.created, model.id)
+        query = table.select().order_by(table.created, table.id)
         for name, value in where.items():
-            query = query.where(getattr(model, name) == value)
+            query = query.where(getattr(table, name) == value)
         return list(query)
 
 
@@ -125,22 +129,42 @@ def test_first_visit_creates_the_playground_user_and_a_key_stored_as_a_hash(app,
     assert key.startswith(GatewayKey.PREFIX) and page.count(key) == 1
 
     (row,) = playground_keys()
-    assert row.label == f"playground: {ADMIN_EMAIL}" and row.active
+    assert row.label == f"Playground: {ADMIN_EMAIL}" and row.active
     assert row.key == GatewayKey.digest(key) and row.key_prefix == key[:10]
     data_dir = Path(app.config["PROMPTPROXY"]["DATA_DIR"])
     for path in data_dir.glob("data.db*"):
         assert key.encode() not in path.read_bytes(), path.name
-
-    # The session cookie is signed, not encrypted: the key is in it only encrypted.
+    # The admin's record keeps it encrypted with the server's encryption key, and the
+    # session cookie (signed, not encrypted) holds nothing of it.
+    (stored,) = [a.playground_key for a in rows_of(Superuser, email=ADMIN_EMAIL)]
+    assert crypto.decrypt_stored(stored) == key
     cookie = admin.get_cookie("session").value
     session = app.session_interface.get_signing_serializer(app).loads(cookie)
-    assert key not in json.dumps(session)
-    assert key in crypto.decrypt(session["_playground"])
+    assert key not in json.dumps(session) and key[3:13] not in json.dumps(session)
 
-    # The choices are the active models and prompts, by public name.
-    assert '<option value="gpt"' in page and '<option value="llama3:8b"' in page
-    assert '<option value="pirate"' in page
+    # The page says which key and which user the calls use, the key by its label and prefix.
+    identity = " ".join(re.sub(r"<[^>]+>", " ", html.unescape(
+        re.search(r'id="pg-identity">(.*?)</p>', page, re.DOTALL).group(1))).split())
+    assert "as the user Playground (made by the playground on its first use)" in identity
+    assert f"“Playground: {ADMIN_EMAIL}” ( {key[:10]}… )" in identity
+    assert "one key per admin, kept for your next logins" in identity
+    assert f'href="/_/keys/details/?id={row.id}"' in page
+
+    # The choices are the active models and prompts, shown by name, chosen by reference.
+    assert '<option value="gpt" title="gpt-4o-mini on Local" selected>gpt</option>' in page
+    assert '>llama3:8b</option>' in page and '<option value="pirate">pirate</option>' in page
     assert 'href="/_/playground/"' in admin.get("/_/").get_data(as_text=True)  # in the menu
+
+
+def test_dropdowns_name_records_without_a_name_readably(admin, gateway):
+    model = gateway.create("models", api=gateway.api.id, model="o3-mini")
+    prompt = gateway.create("prompts", instructions="Answer in French,\n  whatever the question.")
+    page, _ = visit(admin)
+    assert re.search(rf'<option value="{model.id}" title="o3-mini on Local"( selected)?>o3-mini \(Local\)</option>',
+                     page)
+    assert f'<option value="{prompt.id}">Answer in French, whatever the question.</option>' in page
+    shown = re.findall(r"<option[^>]*>([^<]*)</option>", page)
+    assert model.id not in shown and prompt.id not in shown  # the reference may be the id; the text is not
 
 
 def test_a_second_visit_in_the_same_session_reuses_the_key(admin, gateway):
@@ -150,41 +174,71 @@ def test_a_second_visit_in_the_same_session_reuses_the_key(admin, gateway):
     assert len(playground_keys()) == 1
 
 
-def test_a_new_session_makes_a_new_key_and_retires_the_old_one(app, admin, gateway):
-    _, old_key = visit(admin)
-    other = login(app.test_client())
-    _, new_key = visit(other)
-    assert new_key != old_key
-    old, new = playground_keys()
-    assert (old.key, old.active) == (GatewayKey.digest(old_key), False)
-    assert (new.key, new.active) == (GatewayKey.digest(new_key), True)
+def test_three_logins_share_one_playground_key_that_works(app, admin, gateway):
+    _, key = visit(admin)
+    for _ in range(2):
+        _, again = visit(login(app.test_client()))  # a fresh browser each time
+        assert again == key
+    (row,) = playground_keys()
+    assert (row.key, row.active, row.label) == (GatewayKey.digest(key), True, f"Playground: {ADMIN_EMAIL}")
     assert len(rows("users", name="Playground")) == 1  # the user is reused
-
-    import openai
-
-    with pytest.raises(openai.AuthenticationError):
-        gateway.client(old_key).chat.completions.create(
-            model="gpt", messages=[{"role": "user", "content": "hi"}])
-    assert stream_chat(gateway.url + "/v1/chat/completions", new_key, "gpt", "hi")
+    assert stream_chat(gateway.url + "/v1/chat/completions", key, "gpt", "hi")
 
 
-def test_logging_in_again_in_the_same_browser_makes_a_new_key(admin, gateway):
+def test_logging_out_and_in_again_keeps_the_key(admin, gateway):
     _, old_key = visit(admin)
     admin.post("/_/logout", data={"csrf_token": csrf_token(admin, PLAYGROUND)})
     assert admin.get(PLAYGROUND).status_code == 302
     _, new_key = visit(login(admin))
-    assert new_key != old_key
-    assert [(k.key, k.active) for k in playground_keys()] == [
-        (GatewayKey.digest(old_key), False), (GatewayKey.digest(new_key), True)]
+    assert new_key == old_key
+    assert [(k.key, k.active) for k in playground_keys()] == [(GatewayKey.digest(old_key), True)]
 
 
-def test_a_key_deactivated_by_hand_is_replaced_on_the_next_visit(admin, gateway):
+def test_each_admin_has_a_key_of_their_own(app, admin, gateway):
+    _, mine = visit(admin)
+    make_admin("second@example.com")
+    other = app.test_client()
+    token = csrf_token(other, "/_/login")
+    other.post("/_/login", data={"csrf_token": token, "email": "second@example.com",
+                                 "password": ADMIN_PASSWORD})
+    _, theirs = visit(other)
+    assert theirs != mine
+    assert sorted((k.label, k.active) for k in playground_keys()) == [
+        ("Playground: admin@example.com", True), ("Playground: second@example.com", True)]
+
+
+def test_a_key_deactivated_or_deleted_by_hand_is_replaced_on_the_next_visit(admin, gateway):
     _, first = visit(admin)
     (row,) = playground_keys()
     gateway.update("keys", row, active=False)
     _, second = visit(admin)
     assert second != first
     assert [k.active for k in playground_keys()] == [False, True]
+
+    import openai
+
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client(first).chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "hi"}])
+
+    with db.connection_context():
+        records.delete(BY_NAME["keys"], playground_keys()[1])
+    _, third = visit(admin)
+    assert third not in (first, second)
+    assert [(k.key, k.active) for k in playground_keys()] == [
+        (GatewayKey.digest(first), False), (GatewayKey.digest(third), True)]
+
+
+def test_an_unreadable_kept_key_is_replaced_and_retired(app, admin, gateway):
+    """After the encryption key changed, the kept key cannot be read: a new one is
+    made and the old one, which nobody can use any more, is deactivated."""
+    _, first = visit(admin)
+    with db.connection_context():
+        Superuser.update(playground_key="not a token").execute()
+    _, second = visit(admin)
+    assert second != first
+    assert [(k.key, k.active) for k in playground_keys()] == [
+        (GatewayKey.digest(first), False), (GatewayKey.digest(second), True)]
 
 
 def test_the_page_key_streams_through_the_proxy_and_is_logged_as_the_playground_user(admin, gateway):

@@ -10,7 +10,7 @@ from ..collections import ALL
 from .home import HomeView
 from .live import LiveView
 from .playground import ApiView, ConnectionView, PlaygroundView
-from .views import CollectionView, pop_reveal
+from .views import CollectionView, RequestView, pop_reveal
 
 ADMIN_HEADERS = {
     "X-Frame-Options": "DENY",  # no clickjacking: the admin is never shown in a frame
@@ -40,7 +40,8 @@ def init_admin(app):
         theme=Bootstrap4Theme(swatch="default", fluid=True, base_template="promptproxy/base.html"),
     )
     for collection in ALL:
-        admin.add_view((ApiView if collection.name == "apis" else CollectionView)(collection))
+        view = {"apis": ApiView, "requests": RequestView}.get(collection.name, CollectionView)
+        admin.add_view(view(collection))
     admin.add_view(PlaygroundView(name="Playground", endpoint="playground", url="playground"))
     admin.add_view(LiveView(name="Live log", endpoint="live", url="live"))
     admin.add_view(ConnectionView(name="Test connection", endpoint="connection", url="connection"))

@@ -3,9 +3,9 @@ for an upstream api (its model list, to add as models in a few clicks).
 
 The playground calls POST /v1/chat/completions from the browser with a gateway key
 of its own user, "Playground", so every call is authenticated, limited and logged
-exactly like a client's. Each admin gets a key labelled "playground: <email>"; the
-full key lives only in that admin's session cookie, encrypted, and in the page.
-A new login makes a new key and retires the admin's previous ones.
+exactly like a client's. Each admin gets one key, labelled "Playground: <email>",
+made on first use and reused by every login: the keys table holds its digest, the
+admin's record holds it encrypted, and only the page ever shows it in clear.
 """
 
 import json
@@ -14,10 +14,11 @@ from typing import ClassVar
 
 import certifi
 import urllib3
-from flask import abort, current_app, flash, redirect, request, session, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
 from flask_admin.model.template import EndpointLinkRowAction
-from flask_login import current_user, user_logged_in, user_logged_out
+from flask_login import current_user
+from peewee import fn
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -28,6 +29,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from ..auth import superusers
 from ..collections import BY_NAME
 from ..data import crypto, records
 from ..providers.base import error_message
@@ -37,7 +39,6 @@ from .forms import UNREADABLE, mask
 from .views import CollectionView, LoginRequired
 
 PLAYGROUND_USER = "Playground"
-SESSION_KEY = "_playground"
 KEY_PLACEHOLDER = "$PROMPTPROXY_KEY"
 
 
@@ -50,7 +51,7 @@ def public_base_url():
 # -- the playground's gateway key ------------------------------------------------------
 
 def key_label(admin):
-    return f"playground: {admin.email}"
+    return f"Playground: {admin.email}"
 
 
 def playground_user():
@@ -64,61 +65,67 @@ def playground_user():
     return row
 
 
-def session_key(admin, user):
-    """The key kept in this admin's session, if it is still theirs and usable."""
-    token = session.get(SESSION_KEY)
-    text = crypto.decrypt(token) if isinstance(token, str) else ""
+def kept_key(admin, user):
+    """(row, full key) of the admin's kept playground key, if it still works as theirs.
+
+    The database keeps only the key's digest, like any key's; the admin's record keeps
+    the key itself encrypted with the server's encryption key (like an api's key), so
+    the page can hand it to the browser again after the next login."""
     try:
-        saved = json.loads(text) if text else None
-    except ValueError:
-        saved = None
-    if not isinstance(saved, dict) or saved.get("admin") != admin.id:
-        return None
+        key = crypto.decrypt_stored(admin.playground_key) if admin.playground_key else ""
+    except crypto.CannotDecrypt:  # the encryption key changed since: make a new one
+        key = ""
+    if not key:
+        return None, None
     keys = BY_NAME["keys"].model
-    row = keys.get_or_none(keys.id == saved.get("id"))
+    row = keys.get_or_none(keys.key == crypto.digest(key))
     if row is None or not row.active or row.user != user.id:
-        return None
-    return saved.get("key")
+        return None, None
+    return row, key
 
 
 def new_playground_key(admin, user):
-    """A fresh key for this admin; their earlier playground keys stop working."""
+    """A fresh key for this admin, kept encrypted on their record; their earlier
+    playground keys stop working."""
     keys = BY_NAME["keys"]
     row, revealed = records.save(keys, {"user": user.id, "label": key_label(admin)})
     model = keys.model
-    earlier = model.select().where(model.user == user.id, model.label == key_label(admin),
-                                   model.active == True, model.id != row.id)
+    earlier = model.select().where(model.user == user.id, fn.LOWER(model.label) == key_label(admin).lower(),
+                                   model.active == True, model.id != row.id)  # noqa: E712 (SQL)
     for old in earlier:
         records.save(keys, {"active": False}, row=old)
-    session[SESSION_KEY] = crypto.encrypt(json.dumps({"admin": admin.id, "id": row.id,
-                                                      "key": revealed["key"]}))
-    return revealed["key"]
-
-
-def forget_session_key(*args, **kwargs):
-    """Each login starts without a playground key, so it gets a new one."""
-    session.pop(SESSION_KEY, None)
-
-
-user_logged_in.connect(forget_session_key)
-user_logged_out.connect(forget_session_key)
+    superusers.keep_playground_key(admin, crypto.encrypt(revealed["key"]))
+    return row, revealed["key"]
 
 
 def playground_key(admin):
-    """(user, full key) for this admin's playground, reused within a session."""
+    """(user, key row, full key) of this admin's playground: one key, made on first
+    use and reused by every later login, until it is deactivated or deleted."""
     user = playground_user()
-    key = session_key(admin, user)
-    return user, key or new_playground_key(admin, user)
+    row, key = kept_key(admin, user)
+    if key is None:
+        row, key = new_playground_key(admin, user)
+    return user, row, key
 
 
 # -- references and snippets --------------------------------------------------------------
 
+def prompt_title(prompt):
+    """A prompt's name, or else the start of its description or instructions."""
+    if prompt.name:
+        return prompt.name
+    text = " ".join((prompt.description or prompt.instructions or "").split())
+    return (text[:40] + "…" if len(text) > 40 else text) or prompt.id
+
+
 def choices():
-    """Active models (on active apis) and active prompts, as the proxy sees them."""
+    """Active models (on active apis) and active prompts, as the proxy sees them: the
+    reference the proxy accepts (the name, else the id) and what people read."""
     snap = services().catalog.current()
-    models = [{"ref": m.name or m.id, "model": m.model, "api": snap.apis[m.api].name}
+    models = [{"ref": m.name or m.id, "title": m.name or f"{m.model} ({snap.apis[m.api].name})",
+               "model": m.model, "api": snap.apis[m.api].name}
               for m in snap.model_list]
-    prompts = [{"ref": p.name or p.id} for p in snap.prompt_list]
+    prompts = [{"ref": p.name or p.id, "title": prompt_title(p)} for p in snap.prompt_list]
     return models, prompts
 
 
@@ -131,7 +138,7 @@ def quoted(ref):
 class PlaygroundView(LoginRequired, BaseView):
     @expose("/")
     def index(self):
-        user, key = playground_key(current_user)
+        user, key_row, key = playground_key(current_user)
         models, prompts = choices()
         model_refs = [m["ref"] for m in models]
         prompt_refs = [p["ref"] for p in prompts]
@@ -144,7 +151,8 @@ class PlaygroundView(LoginRequired, BaseView):
         response = current_app.make_response(self.render(
             "promptproxy/playground.html", models=models, prompts=prompts, model=model, prompt=prompt,
             ref=quoted(ref), base_url=public_base_url(), placeholder=KEY_PLACEHOLDER,
-            page=page, user=user, apis=BY_NAME["apis"].model.select().order_by(BY_NAME["apis"].model.name)))
+            page=page, user=user, key_row=key_row,
+            apis=BY_NAME["apis"].model.select().order_by(BY_NAME["apis"].model.name)))
         response.headers["Cache-Control"] = "no-store"  # the page holds a live key
         return response
 

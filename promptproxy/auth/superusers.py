@@ -19,6 +19,7 @@ class Superuser(UserMixin, BaseModel):
     id = peewee.CharField(primary_key=True, max_length=15, default=new_id)
     email = peewee.CharField(unique=True)
     password_hash = peewee.CharField()
+    playground_key = peewee.TextField(null=True)  # their playground's gateway key, encrypted
     created = peewee.DateTimeField(default=utcnow)
     updated = peewee.DateTimeField(default=utcnow)
 
@@ -61,6 +62,13 @@ def upsert(email, password):
         admin.save(force_insert=created)
         return admin, created
     return write(save)
+
+
+def keep_playground_key(admin, token):
+    """Remember the admin's playground key (`token`: the key encrypted by the caller)."""
+    admin_id = admin.id  # read here: `admin` may be a proxy of this request's login
+    write(lambda: Superuser.update(playground_key=token).where(Superuser.id == admin_id).execute())
+    admin.playground_key = token
 
 
 def authenticate(email, password):

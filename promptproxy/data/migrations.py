@@ -90,7 +90,12 @@ def hashed_gateway_keys(models):
         db.execute_sql("UPDATE keys SET key_prefix = NULL WHERE substr(key_prefix, 1, 3) != 'pp-'")
 
 
-MIGRATIONS = [baseline, hashed_gateway_keys]
+def playground_key_per_admin(models):
+    """Each admin keeps their playground key, encrypted, so it is reused across logins."""
+    add_columns("_superusers", {"playground_key": peewee.TextField(null=True)})
+
+
+MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin]
 
 
 # -- running them ---------------------------------------------------------------------------
