@@ -100,8 +100,10 @@ def superuser_command(args, overrides):
 
 
 def rotate_command(overrides):
-    """Re-encrypt every stored API key with the first encryption key, through the same
-    write path as an edit, so the old keys can then be dropped from the setting."""
+    """Re-encrypt every stored API key (and each admin's kept playground key) with the
+    first encryption key, through the same write paths as an edit, so the old keys can
+    then be dropped from the setting."""
+    from .auth import superusers
     from .collections import BY_NAME
     from .data import crypto, records
     from .data.db import db
@@ -110,6 +112,12 @@ def rotate_command(overrides):
     apis = BY_NAME["apis"]
     rotated, unreadable = 0, []
     with db.connection_context():
+        for admin in superusers.Superuser.select().where(superusers.Superuser.playground_key.is_null(False)):
+            try:  # the playground's kept key: re-encrypted too, or let go (a new one is made on the next visit)
+                kept = crypto.encrypt(crypto.decrypt_stored(admin.playground_key))
+            except crypto.CannotDecrypt:
+                kept = None
+            superusers.keep_playground_key(admin, kept)
         for row in apis.model.select().where(apis.model.api_key.is_null(False)).order_by(apis.model.name):
             try:
                 clear = crypto.decrypt_stored(row.api_key)

@@ -10,6 +10,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from promptproxy import create_app
+from promptproxy.auth import superusers
+from promptproxy.data import crypto
 from promptproxy.data.db import db
 from promptproxy.services import services
 
@@ -113,6 +115,8 @@ def rotate(data_dir, key):
 
 def test_rotating_the_encryption_key(start, upstream, data_dir):
     key, _ = provision(start(FIRST_KEY), upstream)
+    with db.connection_context():  # an admin's kept playground key, encrypted with the first key too
+        superusers.keep_playground_key(superusers.Superuser.get(), crypto.encrypt("pp-kept-playground-key"))
     rest(start(OTHER_KEY)).create("apis", name="Lost", base_url=upstream.base_url, api_key="sk-lost-0123456789")
 
     # The new key first, the old one after it: keys made with the old one still decrypt.
@@ -128,6 +132,8 @@ def test_rotating_the_encryption_key(start, upstream, data_dir):
 
     app = start(SECOND_KEY)  # the old key dropped: the rotated api key still works
     assert chat(app, key).status_code == 200
+    with db.connection_context():
+        assert crypto.decrypt_stored(superusers.Superuser.get().playground_key) == "pp-kept-playground-key"
     assert upstream.requests[-1].headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
     rest(app).delete(f"/api/collections/apis/records/{_api_id(app, 'Lost')}")
     assert rotate(data_dir, SECOND_KEY).returncode == 0
