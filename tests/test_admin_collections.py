@@ -114,7 +114,7 @@ def test_an_admin_may_paste_their_own_key(admin):
     short = submit(admin, "keys", {"user": user.id, "key": "short", "active": "y"}).get_data(as_text=True)
     assert "at least 16 characters" in short
     duplicate = submit(admin, "keys", {"user": user.id, "key": own}).get_data(as_text=True)
-    assert "Value must be unique." in duplicate
+    assert "A key with this key already exists." in duplicate
 
 
 def test_upstream_key_is_masked_and_kept_when_left_blank(setup_records):
@@ -167,18 +167,18 @@ def test_missing_required_fields_and_bad_values(admin):
 
 def test_duplicate_unique_values_are_refused(setup_records):
     page = submit(setup_records, "users", {"name": "Other", "email": "TOM@example.com"}).get_data(as_text=True)
-    assert "Value must be unique." in page
+    assert "A user with the email tom@example.com already exists." in page
     api = only_row("apis")
     page = submit(setup_records, "apis", {"name": "OpenAI", "base_url": "http://x/v1",
                                           "protocol": "openai", "timeout": "5"}).get_data(as_text=True)
-    assert "Value must be unique." in page
+    assert "An api with the name OpenAI already exists." in page
     page = submit(setup_records, "models", {"api": api.id, "model": "m", "name": "mini"}).get_data(as_text=True)
-    assert "Value must be unique." in page
+    assert "A model with the name mini already exists." in page
     # Editing a record keeps its own unique values.
     user = only_row("users")
     page = submit(setup_records, "users", {"name": "Tom B", "email": "tom@example.com",
                                            "active": "y"}, record_id=user.id)
-    assert "Value must be unique." not in page.get_data(as_text=True)
+    assert "already exists." not in page.get_data(as_text=True)
     assert only_row("users").name == "Tom B"
 
 
@@ -193,10 +193,11 @@ def test_deleting_a_used_api_is_refused_naming_its_models(setup_records):
     page = delete(setup_records, "apis", api.id)
     assert page.status_code == 200
     text = page.get_data(as_text=True)
-    assert "still used by models (mini)" in text
+    model = only_row("models")
+    assert (f'Cannot delete api OpenAI: still used by models (<a href="/_/models/details/?id={model.id}">mini</a>).'
+            in text)
     assert only_row("apis").id == api.id
 
-    model = only_row("models")
     assert delete(setup_records, "models", model.id).status_code == 200
     delete(setup_records, "apis", api.id)
     with db.connection_context():
@@ -222,7 +223,8 @@ def test_deleting_a_user_keeps_their_request_history(setup_records):
     with db.connection_context():
         BY_NAME["requests"].model.create(user=user.id, key=key.id, endpoint="/v1/chat/completions",
                                          status=200, total_tokens=12)
-    assert "still used by keys (laptop)" in delete(setup_records, "users", user.id).get_data(as_text=True)
+    assert (f'still used by keys (<a href="/_/keys/details/?id={key.id}">laptop</a>)'
+            in delete(setup_records, "users", user.id).get_data(as_text=True))
     delete(setup_records, "keys", key.id)
     delete(setup_records, "users", user.id)
     row = only_row("requests")

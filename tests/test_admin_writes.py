@@ -34,7 +34,7 @@ def test_bulk_deleted_key_is_refused_on_the_next_call(gateway, admin):
     with db.connection_context():
         key = BY_NAME["keys"].model.get()
     page = bulk_delete(admin, "keys", key.id).get_data(as_text=True)
-    assert "1 record deleted." in page
+    assert f"Deleted key {BY_NAME['keys'].title(key)}" in page
     assert count("keys") == 0
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
@@ -45,12 +45,12 @@ def test_bulk_delete_refuses_what_others_use(gateway, admin):
     with db.connection_context():
         model_users = BY_NAME["models"].model.select().count()
     page = bulk_delete(admin, "apis", gateway.api.id).get_data(as_text=True)
-    assert "Cannot delete apis record &#34;Local&#34;: still used by models" in page
+    assert "Cannot delete api Local: still used by models" in page
     page = bulk_delete(admin, "users", gateway.user.id).get_data(as_text=True)
-    assert "Cannot delete users record &#34;Tom&#34;: still used by keys" in page
+    assert "Cannot delete user Tom: still used by keys" in page
     page = bulk_delete(admin, "models", gateway.model.id, gateway.llama.id).get_data(as_text=True)
-    assert "Cannot delete models record &#34;gpt&#34;: still used by users (Ann)" in page
-    assert "1 record deleted." in page  # the model no one names went
+    assert "Cannot delete model gpt: still used by users (<a href=" in page
+    assert "Deleted model llama3:8b" in page  # the model no one names went
     assert "successfully deleted" not in page
     assert (count("apis"), count("users"), count("models")) == (1, 2, model_users - 1)
 

@@ -7,7 +7,7 @@ from flask_login import LoginManager
 
 from ..auth import superusers
 from ..collections import ALL
-from .home import HomeView
+from .home import HomeView, asset_url
 from .live import LiveView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, RequestView, pop_reveal
@@ -32,6 +32,7 @@ def init_admin(app):
     login.login_view = "admin.login_view"
     login.user_loader(lambda admin_id: superusers.Superuser.get_or_none(superusers.Superuser.id == admin_id))
     app.jinja_env.globals["pop_reveal"] = pop_reveal
+    app.jinja_env.globals["asset_url"] = asset_url
     app.after_request(protect_admin_pages)
 
     admin = Admin(

@@ -18,6 +18,7 @@ from functools import singledispatch
 
 from markupsafe import Markup
 from wtforms import fields as wtf
+from wtforms.validators import InputRequired
 from wtforms.widgets import TextArea
 
 from ..data import crypto
@@ -56,10 +57,10 @@ def shorten(text, limit=80):
 
 # -- form inputs -----------------------------------------------------------------
 
-class RequiredFlag:
-    """A no-op form validator that only marks the input required (label star, HTML attribute)."""
-
-    field_flags = {"required": True}
+class RequiredFlag(InputRequired):
+    """Marks the input required (the label's star, the HTML attribute) and checks
+    nothing: records.save says what is missing, with the same words as the REST API.
+    An InputRequired, since that is what Flask-Admin looks for to draw the star."""
 
     def __call__(self, form, field):
         pass

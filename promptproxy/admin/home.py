@@ -23,7 +23,7 @@ from ..collections import ALL
 from ..services import services
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"chart.umd.min.js"}  # served at /_/assets/<name>, cached for a year
+ASSETS = {"chart.umd.min.js", "copy.js"}  # served at /_/assets/<name>, cached for a year
 
 
 class LoginForm(FlaskForm):

@@ -5,6 +5,7 @@ field type, off the registry in forms.py)."""
 import json
 
 from flask import flash, g, redirect, request, session, url_for
+from flask_admin import expose
 from flask_admin.actions import action
 from flask_admin.contrib.peewee import ModelView
 from flask_admin.contrib.peewee import filters as peewee_filters
@@ -15,7 +16,7 @@ from wtforms.fields import HiddenField, SelectChoice
 
 from ..collections import BY_NAME
 from ..data import crypto, records
-from ..data.fields import Bool, DateTime, Invalid, Json, LongText, Relation, Relations, Secret
+from ..data.fields import Bool, DateTime, Invalid, Json, LongText, Relation, Relations, Secret, blank
 from . import forms
 
 REVEAL_KEY = "_reveal"
@@ -82,9 +83,74 @@ def cell(field):
             if not record_id:
                 return ""
             url = url_for(f"{field.target}.details_view", id=record_id)
-            return Markup('<a href="{}">{}</a>').format(url, title)
+            return Markup('<a href="{}" title="{}">{}</a>').format(url, record_id, title)
         return format_relation
     return lambda view, context, row, name: forms.cell(field, row)
+
+
+def copy_button(text, what):
+    """The text, and a button that copies it (static/copy.js)."""
+    return Markup('<code>{}</code> <button type="button" class="btn btn-sm btn-link p-0 pp-copy" '
+                  'data-copy="{}" aria-label="Copy {}">Copy</button>').format(text, text, what)
+
+
+def id_cell(view, context, row, name):
+    return copy_button(row.id, "the id")
+
+
+def reference_cell(collection):
+    """What a client writes to use the record: a model's `model` value, a prompt's
+    part after `<model>:`."""
+    if collection.name == "models":
+        return lambda view, context, row, name: copy_button(collection.reference_of(row), "the model name")
+    return lambda view, context, row, name: (
+        Markup('<span class="text-muted">&lt;model&gt;:</span>')
+        + copy_button(collection.reference_of(row), "the prompt reference"))
+
+
+REFERENCE_HELP = {
+    "models": "What a client sends as model, alone or as <model>:<prompt>.",
+    "prompts": "What a client puts after a model: <model>:<reference>.",
+}
+
+
+def in_use_message(refused):
+    """A refused delete, with a link to each record still using this one."""
+    used_by = Markup("; ").join(
+        Markup("{} ({}{})").format(
+            other.name,
+            Markup(", ").join(Markup('<a href="{}">{}</a>').format(
+                url_for(f"{other.name}.details_view", id=record_id), title) for record_id, title in shown),
+            records.more_text(more))
+        for other, shown, more in refused.dependents)
+    return Markup("Cannot delete {} {}: still used by {}. Delete or change those first.").format(
+        refused.collection.singular, refused.collection.title(refused.row), used_by)
+
+
+# What Flask-Admin says after a write, naming nothing: our own messages name the record.
+GENERIC_MESSAGES = {"Record was successfully created.", "Record was successfully saved.",
+                    "Record was successfully deleted."}
+
+
+def without_generic_messages(response):
+    flashes = session.get("_flashes")
+    if flashes:
+        session["_flashes"] = [(category, message) for category, message in flashes
+                               if message not in GENERIC_MESSAGES]
+    return response
+
+
+# Form groups in the order forms show them; all but the first fold away until opened.
+FORM_GROUPS = (("basics", None), ("access", "Access rules"), ("limits", "Limits"),
+               ("advanced", "Advanced settings"))
+
+
+def holds_value(field, data):
+    """Whether a form input holds something other than the field's default."""
+    if blank(data) or data is False:
+        return False
+    default = field.initial()
+    return blank(default) or str(data) != str(default)
 
 
 def detail_cell(field):
@@ -163,25 +229,35 @@ class CollectionView(LoginRequired, ModelView):
     page_size = 20
     details_modal = False
 
+    list_template = "promptproxy/list.html"
+    create_template = "promptproxy/create.html"
+    edit_template = "promptproxy/edit.html"
+
     def __init__(self, collection, **kwargs):
         self.collection = collection
         model = collection.model
         fields = collection.field
-        self.column_list = collection.list
+        self.column_list = list(collection.list)
+        if collection.reference:
+            self.column_list.insert(self.column_list.index("id") + 1 if "id" in collection.list else 1,
+                                    "reference")
         self.column_details_list = ["id", *fields, "created", "updated"]
         self.column_labels = {column: f.label for f in collection.fields for column in f.columns()}
-        self.column_labels.update(id="Id", created="Created", updated="Updated")
+        self.column_labels.update(id="Id", created="Created", updated="Updated", reference="Reference")
         self.column_descriptions = {name: f.help for name, f in fields.items() if f.help}
+        if collection.reference:
+            self.column_descriptions["reference"] = REFERENCE_HELP.get(collection.name, "")
         self.column_searchable_list = [getattr(model, name) for name in collection.search]
         self.column_filters = filters_for(collection)
         self.column_sortable_list = [n for n in collection.list
-                                     if n not in fields or fields[n].sortable]
+                                     if n != "reference" and (n not in fields or fields[n].sortable)]
         descending = collection.sort.startswith("-")
         self.column_default_sort = (collection.sort.lstrip("-"), descending)
         self.column_formatters = {name: cell(field) for name, field in fields.items()}
         self.column_formatters.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
         self.column_formatters_detail = {**self.column_formatters,
                                          **{name: detail_cell(field) for name, field in fields.items()}}
+        self.column_formatters.update(id=id_cell, reference=reference_cell(collection))
         # Every write goes through records.py: create_model, update_model, delete_model and
         # action_delete below. Flask-Admin's other write paths stay off: no inline
         # (ajax) editing, no inline models, no mass delete by query.
@@ -208,6 +284,18 @@ class CollectionView(LoginRequired, ModelView):
 
     def get_edit_form(self):
         return self._form_class(creating=False)
+
+    def form_groups(self, form):
+        """The form's inputs in their declared groups, as (name, label, inputs, open):
+        a group is open when one of its inputs holds a value or an error."""
+        groups = []
+        for name, label in FORM_GROUPS:
+            fields = [f for f in self.collection.fields if f.group == name and f.name in form]
+            inputs = [form[f.name] for f in fields]
+            if inputs:
+                opened = any(form[f.name].errors or holds_value(f, form[f.name].data) for f in fields)
+                groups.append((name, label, inputs, opened))
+        return groups
 
     def _with_choices(self, form):
         for field in self.collection.fields:
@@ -272,6 +360,7 @@ class CollectionView(LoginRequired, ModelView):
         if revealed:
             reveal_once(self.collection, row, revealed)
         self.after_model_change(form, row, True)
+        flash(self._named("Created", row), "success")
         return row
 
     def update_model(self, form, model):
@@ -279,24 +368,53 @@ class CollectionView(LoginRequired, ModelView):
         if row is None:
             return False
         self.after_model_change(form, row, False)
+        flash(self._named("Saved", row), "success")
         return True
 
     def delete_model(self, model):
+        if not self._delete(model):
+            return False
+        flash(self._named("Deleted", model), "success")
+        return True
+
+    def _named(self, done, row):
+        """"Created user Tom": what was done to which record."""
+        return f"{done} {self.collection.singular} {self.collection.title(row)}"
+
+    def _delete(self, row):
+        """Delete through records.delete; a refusal is flashed, linking to what still uses the record."""
         try:
-            records.delete(self.collection, model)
-        except (records.RecordInUse, records.RecordReadOnly) as refused:
+            records.delete(self.collection, row)
+        except records.RecordInUse as refused:
+            flash(in_use_message(refused), "error")
+            return False
+        except records.RecordReadOnly as refused:
             flash(str(refused), "error")
             return False
         return True
+
+    @expose("/new/", methods=("GET", "POST"))
+    def create_view(self):
+        return without_generic_messages(super().create_view())
+
+    @expose("/edit/", methods=("GET", "POST"))
+    def edit_view(self):
+        return without_generic_messages(super().edit_view())
+
+    @expose("/delete/", methods=("POST",))
+    def delete_view(self):
+        return without_generic_messages(super().delete_view())
 
     @action("delete", "Delete", "Are you sure you want to delete selected records?")
     def action_delete(self, ids):
         """"With selected → Delete": each record through records.delete, as the delete
         button does, so refusals are reported and the proxy hears of each change."""
         model = self.model
-        deleted = sum(self.delete_model(row) for row in model.select().where(model.id.in_(ids)))
+        deleted = [self.collection.title(row) for row in model.select().where(model.id.in_(ids))
+                   if self._delete(row)]
         if deleted:
-            flash(f"{deleted} record{'s' if deleted != 1 else ''} deleted.", "success")
+            what = self.collection.singular if len(deleted) == 1 else self.collection.name
+            flash(f"Deleted {what} {', '.join(deleted)}", "success")
 
     def get_export_value(self, model, name):
         return defuse_formula(super().get_export_value(model, name))

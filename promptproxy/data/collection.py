@@ -11,12 +11,15 @@ from .db import BaseModel
 from .fields import format_datetime, new_id, utcnow
 
 SYSTEM_FIELDS = ("id", "created", "updated")
+TITLE_LENGTH = 40
 
 
 class Collection:
     def __init__(self, name, *fields, title=None, list=None, search=(), filters=(),
-                 sort="-created", readonly=False):
+                 sort="-created", readonly=False, singular=None, reference=None):
         self.name = name
+        self.singular = singular or name.removesuffix("s")  # "Created user Tom"
+        self.reference = reference  # the field clients may name a record by instead of its id
         self.fields = fields
         self.field = {f.name: f for f in fields}
         self.title_fields = [title] if isinstance(title, str) else (title or [])
@@ -43,12 +46,18 @@ class Collection:
         return type(self.name.title().replace("_", ""), (BaseModel,), attrs)
 
     def title(self, row):
-        """A readable name for a record, for dropdowns, tables and messages."""
+        """A readable name for a record, for dropdowns, tables and messages: the
+        first title field that holds a value (its first line, shortened), else the id."""
         for name in self.title_fields:
-            value = getattr(row, name, None)
-            if value:
-                return str(value)
+            text = str(getattr(row, name, None) or "").strip()
+            if text:
+                line = text.splitlines()[0]
+                return line if len(line) <= TITLE_LENGTH else line[:TITLE_LENGTH - 1] + "…"
         return row.id
+
+    def reference_of(self, row):
+        """What a client writes to name this record: its reference field, else its id."""
+        return (getattr(row, self.reference, None) if self.reference else None) or row.id
 
     def columns(self):
         """Public field name -> peewee column, for filtering and sorting."""

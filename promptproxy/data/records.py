@@ -22,7 +22,23 @@ class RecordInvalid(Exception):
 
 
 class RecordInUse(Exception):
-    """A delete refused because other records still point at this one."""
+    """A delete refused because other records still point at this one.
+
+    `dependents` lists them per collection as (collection, [(id, title), ...], more):
+    the first few records, and how many more there are, for pages that link to
+    them; the message itself is plain text."""
+
+    def __init__(self, collection, row, dependents):
+        self.collection, self.row, self.dependents = collection, row, dependents
+        used_by = "; ".join(f"{other.name} ({', '.join(title for _, title in shown)}{more_text(more)})"
+                            for other, shown, more in dependents)
+        super().__init__(f"Cannot delete {collection.singular} {collection.title(row)}: "
+                         f"still used by {used_by}. Delete or change those first.")
+
+
+def more_text(more):
+    """The tail of a list cut short: ", and 3 more"."""
+    return f", and {more} more" if more else ""
 
 
 class RecordReadOnly(Exception):
@@ -100,7 +116,7 @@ def _save(collection, data, row, errors):
             if row is not None:
                 query = query.where(model.id != row.id)
             if query.exists():
-                errors[name] = Invalid("validation_not_unique", "Value must be unique.")
+                errors[name] = Invalid("validation_not_unique", taken(collection, field, value))
     if errors:
         raise RecordInvalid(errors)
 
@@ -120,6 +136,18 @@ def _save(collection, data, row, errors):
     return row, revealed
 
 
+def taken(collection, field, value):
+    """"A user with the email tom@example.com already exists." Secrets are never repeated."""
+    what, record = field.label.lower(), collection.singular
+    a_record = ("An " if record[0] in "aeio" else "A ") + record  # "a user", "an api"
+    if field.secret or field.reveal_once:
+        return f"{a_record} with this {what} already exists."
+    return f"{a_record} with the {what} {value} already exists."
+
+
+SHOWN_DEPENDENTS = 5  # per collection, in a refused delete's message
+
+
 def delete(collection, row):
     """Delete `row`, unless records that must not lose it still point at it."""
     writable(collection)
@@ -132,12 +160,12 @@ def _delete(collection, row):
         if field.on_delete != "restrict":
             continue
         model = other.model
-        users = list(model.select().where(field.refers_to(model, row.id)).limit(6))
-        if users:
-            names = ", ".join(other.title(u) for u in users[:5]) + (", …" if len(users) > 5 else "")
-            blockers.append(f"{other.name} ({names})")
+        users = model.select().where(field.refers_to(model, row.id)).order_by(model.created)
+        shown = [(user.id, other.title(user)) for user in users.limit(SHOWN_DEPENDENTS)]
+        if shown:
+            more = users.count() - len(shown) if len(shown) == SHOWN_DEPENDENTS else 0
+            blockers.append((other, shown, more))
     if blockers:
-        raise RecordInUse(f"Cannot delete {collection.name} record \"{collection.title(row)}\": "
-                          f"still used by {'; '.join(blockers)}. Delete or change those first.")
+        raise RecordInUse(collection, row, blockers)
     row.delete_instance()
     bump_version()

@@ -104,8 +104,9 @@ class Field:
     reveal_once = False  # the cleaned value is shown to the creator once
 
     def __init__(self, name, *, required=False, unique=False, default=None,
-                 label=None, help="", index=False, editable=True):
+                 label=None, help="", index=False, editable=True, group="basics"):
         self.name = name
+        self.group = group  # where a form shows it: basics, access, limits or advanced
         self.editable = editable  # False: set by PromptProxy only (e.g. a key's last use)
         self.required = required
         self.unique = unique
