@@ -21,6 +21,7 @@ from ..auth import superusers
 from ..auth.throttle import attempt
 from ..collections import ALL
 from ..services import services
+from .layout import count_text, record_count
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"chart.umd.min.js"}  # served at /_/assets/<name>, cached for a year
@@ -80,8 +81,8 @@ class HomeView(AdminIndexView):
             if not superusers.any_exist():
                 return self.render("promptproxy/setup_pending.html")
             return redirect(url_for(".login_view"))
-        tables = [(c, c.model.select().count()) for c in ALL]
-        counts = {c.name: count for c, count in tables}
+        counts = {c.name: record_count(c) for c in ALL}
+        tables = [(c, count_text(counts[c.name])) for c in ALL]
         steps = [(name, what, counts[name] > 0) for name, what in SETUP_STEPS]
         return self.render("promptproxy/home.html", tables=tables, ranges=list(stats.RANGES),
                            asset_url=asset_url, steps=steps if not all(done for *_, done in steps) else [])

@@ -14,9 +14,10 @@ SYSTEM_FIELDS = ("id", "created", "updated")
 
 
 class Collection:
-    def __init__(self, name, *fields, title=None, list=None, search=(), filters=(),
+    def __init__(self, name, *fields, label=None, title=None, list=None, search=(), filters=(),
                  sort="-created", readonly=False):
         self.name = name
+        self.label = label or name.replace("_", " ").title()  # what people read: "Users", "APIs"
         self.fields = fields
         self.field = {f.name: f for f in fields}
         self.title_fields = [title] if isinstance(title, str) else (title or [])
