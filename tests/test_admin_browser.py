@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from promptproxy.collections import BY_NAME
+
 from .servers import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -59,8 +61,26 @@ def shot(page, name):
 
 def open_table(page, base, table):
     page.goto(base + "/_/")
-    page.locator("#tables").get_by_role("link", name=table, exact=True).click()
+    menu = page.get_by_role("button", name="Menu")
+    if menu.is_visible():  # a phone: the sidebar is folded
+        menu.click()
+    sidebar_link(page, BY_NAME[table].label).click()
     page.wait_for_url(f"**/_/{table}/")
+
+
+def sidebar_link(page, name):
+    return page.locator("#pp-nav a.nav-link").filter(
+        has=page.locator("span", has_text=re.compile(f"^{re.escape(name)}$"))).first
+
+
+def assert_no_page_scroll(page):
+    """The page is no wider than the window; else name the elements that stick out."""
+    wide = page.evaluate("""() => document.documentElement.scrollWidth <= window.innerWidth ? [] :
+        Array.from(document.querySelectorAll("body *"))
+             .filter(el => el.getBoundingClientRect().right > window.innerWidth + 0.5)
+             .slice(0, 8).map(el => el.tagName + "#" + el.id + "." + el.className + " " +
+                                    Math.round(el.getBoundingClientRect().right))""")
+    assert wide == [], f"{page.url} scrolls sideways at {page.viewport_size['width']} px: {wide}"
 
 
 def new_record(page, base, table):
@@ -92,7 +112,7 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.fill("#confirm", ADMIN[1])
     page.get_by_role("button", name="Create admin").click()
     page.wait_for_url("**/_/")
-    page.locator("#tables").wait_for()
+    page.locator("#pp-sidebar").wait_for()
     shot(page, "tables.png")
 
     # Tom, who will call the gateway.
@@ -165,7 +185,15 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
                            "document.querySelector('#total-requests').textContent.trim() === '2'",
                            polling=250)
     assert "Tom" in page.locator("body").inner_text()
+    assert_no_page_scroll(page)
     shot(page, "dashboard.png")
+
+    # The sidebar: the dashboard, each collection with its count, then the playground
+    # (Tom and the playground's own user and key, so 2 of each).
+    page.reload()
+    nav = page.locator("#pp-nav").inner_text()
+    assert re.search(r"^Dashboard\s+Collections\s+Users\s+2\s+Keys\s+2\s+APIs\s+1\s+Models\s+1\s+"
+                     r"Prompts\s+1\s+Requests\s+2\s+Playground\s", nav, re.I), nav
 
     # The request explorer: filter to Tom, open the SDK call, read it.
     open_table(page, base, "requests")
@@ -193,6 +221,24 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     for label in ("7 d", "30 d"):
         page.get_by_role("button", name=label).click()
         page.locator("#total-requests").wait_for()
+
+    # On a phone (390 px) the page never scrolls sideways; the sidebar folds behind Menu.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(base + "/_/")
+    page.wait_for_function("() => document.querySelector('#total-requests').textContent.trim() === '2'")
+    assert not sidebar_link(page, "Users").is_visible()
+    assert_no_page_scroll(page)
+    shot(page, "phone_dashboard.png")
+    page.get_by_role("button", name="Menu").click()
+    sidebar_link(page, "Users").wait_for(state="visible")
+    shot(page, "phone_menu.png")
+    for table in ("users", "keys", "apis", "models", "prompts", "requests"):
+        open_table(page, base, table)
+        assert page.locator("table.model-list tbody tr").first.is_visible()
+        assert_no_page_scroll(page)
+        shot(page, f"phone_{table}.png")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/_/login**")
 

@@ -44,7 +44,7 @@ def test_first_admin_is_created_only_through_the_link(app, client):
                                   "password": ADMIN_PASSWORD, "confirm": ADMIN_PASSWORD})
     assert done.status_code == 302
     assert client.get("/_/").status_code == 200  # logged in straight away
-    assert b"id=\"tables\"" in client.get("/_/").data
+    assert b"id=\"dashboard\"" in client.get("/_/").data
 
     # The link is spent: it can neither show the form nor create a second admin.
     assert client.get(url).status_code == 302

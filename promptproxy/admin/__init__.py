@@ -8,6 +8,7 @@ from flask_login import LoginManager
 from ..auth import superusers
 from ..collections import ALL
 from .home import HomeView, asset_url
+from .layout import list_styles, sidebar
 from .live import LiveView
 from .playground import ApiView, ConnectionView, PlaygroundView
 from .views import CollectionView, RequestView, pop_reveal
@@ -31,13 +32,13 @@ def init_admin(app):
     login = LoginManager(app)
     login.login_view = "admin.login_view"
     login.user_loader(lambda admin_id: superusers.Superuser.get_or_none(superusers.Superuser.id == admin_id))
-    app.jinja_env.globals["pop_reveal"] = pop_reveal
-    app.jinja_env.globals["asset_url"] = asset_url
+    app.jinja_env.globals.update(pop_reveal=pop_reveal, asset_url=asset_url, pp_sidebar=sidebar,
+                                 pp_list_styles=list_styles)
     app.after_request(protect_admin_pages)
 
     admin = Admin(
         app, name="PromptProxy", url="/_",
-        index_view=HomeView(name="Home", url="/_", endpoint="admin"),
+        index_view=HomeView(name="Dashboard", url="/_", endpoint="admin"),
         theme=Bootstrap4Theme(swatch="default", fluid=True, base_template="promptproxy/base.html"),
     )
     for collection in ALL:

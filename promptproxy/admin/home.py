@@ -19,8 +19,9 @@ from wtforms.validators import DataRequired, EqualTo
 from ..accounting import stats
 from ..auth import superusers
 from ..auth.throttle import attempt
-from ..collections import ALL
+from ..collections import BY_NAME
 from ..services import services
+from .layout import record_count
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"chart.umd.min.js", "copy.js"}  # served at /_/assets/<name>, cached for a year
@@ -80,10 +81,8 @@ class HomeView(AdminIndexView):
             if not superusers.any_exist():
                 return self.render("promptproxy/setup_pending.html")
             return redirect(url_for(".login_view"))
-        tables = [(c, c.model.select().count()) for c in ALL]
-        counts = {c.name: count for c, count in tables}
-        steps = [(name, what, counts[name] > 0) for name, what in SETUP_STEPS]
-        return self.render("promptproxy/home.html", tables=tables, ranges=list(stats.RANGES),
+        steps = [(name, what, record_count(BY_NAME[name]) > 0) for name, what in SETUP_STEPS]
+        return self.render("promptproxy/home.html", ranges=list(stats.RANGES),
                            asset_url=asset_url, steps=steps if not all(done for *_, done in steps) else [])
 
     @expose("/stats.json")

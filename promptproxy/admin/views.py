@@ -269,7 +269,7 @@ class CollectionView(LoginRequired, ModelView):
         self.column_export_list = self.column_details_list
         self.column_formatters_export = {name: export_cell(field) for name, field in fields.items()}
         self.column_formatters_export.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
-        super().__init__(model, name=collection.name, endpoint=collection.name,
+        super().__init__(model, name=collection.label, endpoint=collection.name,
                          url=collection.name, **kwargs)
 
     # -- forms ---------------------------------------------------------------

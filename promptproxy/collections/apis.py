@@ -15,6 +15,7 @@ apis = Collection(
            help="Seconds to wait for a connection or between streamed chunks.", group="advanced"),
     Json("headers", kind=dict, help="Extra headers to send, as a JSON object.", group="advanced"),
     Bool("active", default=True),
+    label="APIs",
     title="name",
     list=["name", "base_url", "protocol", "api_key", "active", "created"],
     search=["name", "base_url"],

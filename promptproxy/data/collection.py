@@ -15,9 +15,10 @@ TITLE_LENGTH = 40
 
 
 class Collection:
-    def __init__(self, name, *fields, title=None, list=None, search=(), filters=(),
+    def __init__(self, name, *fields, label=None, title=None, list=None, search=(), filters=(),
                  sort="-created", readonly=False, singular=None, reference=None):
         self.name = name
+        self.label = label or name.replace("_", " ").title()  # what people read: "Users", "APIs"
         self.singular = singular or name.removesuffix("s")  # "Created user Tom"
         self.reference = reference  # the field clients may name a record by instead of its id
         self.fields = fields
