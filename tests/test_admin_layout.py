@@ -38,7 +38,7 @@ def test_the_sidebar_lists_the_collections_with_their_counts(admin):
         ("Dashboard", None, False),
         ("Users", "2", True), ("Keys", "0", False), ("APIs", "1", False), ("Models", "0", False),
         ("Prompts", "0", False), ("Requests", "0", False),
-        ("Playground", None, False),
+        ("Playground", None, False), ("Live log", None, False),
     ]
     page = admin.get("/_/users/").get_data(as_text=True)
     assert "<h4" in page and ">Users</h4>" in page  # the page's heading, in the sidebar's words
@@ -52,20 +52,20 @@ def test_counts_stop_at_a_cap(admin, monkeypatch):
     assert entries["Users"] == "2+" and entries["Keys"] == "0"
 
 
-def test_a_view_added_after_the_playground_joins_the_sidebar(app, client):
-    class LiveLog(LoginRequired, BaseView):
+def test_a_view_added_later_joins_the_sidebar(app, client):
+    class Audit(LoginRequired, BaseView):
         @expose("/")
         def index(self):
             return self.render("promptproxy/base.html")
 
     (admin_,) = app.extensions["admin"]
-    admin_.add_view(LiveLog(name="Live log", endpoint="livelog", url="livelog"))
+    admin_.add_view(Audit(name="Audit", endpoint="audit", url="audit"))
     make_admin()
     client.post("/_/login", data={"csrf_token": csrf_token(client, "/_/login"),
                                   "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    entries = sidebar(client, "/_/livelog/")
-    assert [name for name, *_ in entries][-2:] == ["Playground", "Live log"]
-    assert entries[-1] == ("Live log", None, True)
+    entries = sidebar(client, "/_/audit/")
+    assert [name for name, *_ in entries][-3:] == ["Playground", "Live log", "Audit"]
+    assert entries[-1] == ("Audit", None, True)
 
 
 def test_row_actions_are_labelled(admin):
