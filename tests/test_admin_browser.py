@@ -41,6 +41,7 @@ def browser_page(tmp_path):
         page.set_default_timeout(15_000)
         page.shots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
         page.shots = page.shots if page.shots.is_absolute() else ROOT / page.shots
+        page.scratch = tmp_path
         page.errors = []
         page.on("console", lambda message: message.type == "error" and page.errors.append(
             f"{page.url}: {message.text}"))
@@ -52,9 +53,14 @@ def browser_page(tmp_path):
             browser.close()
 
 
+README_IMAGES = set(re.findall(r"\(docs/img/([\w.]+\.png)\)", (ROOT / "README.md").read_text()))
+
+
 def shot(page, name):
+    """A screenshot: the README's images where `make screenshots` asks, the others
+    (and every one under `make test`) in the test's temporary folder."""
     page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring
-    path = page.shots / name
+    path = (page.shots if name in README_IMAGES else page.scratch) / name
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 0
 
@@ -89,11 +95,24 @@ def new_record(page, base, table):
     page.wait_for_url(f"**/_/{table}/new/**")
 
 
-def save(page):
+def save(page, expected):
+    """Submit the form; the message names the record ("Created user Tom")."""
     page.locator('input[type="submit"][value="Save"]').click()
     page.wait_for_load_state("load")
     message = page.locator(".alert-success").first.inner_text()
-    assert "Created " in message or "Saved " in message, page.content()[:2000]
+    assert expected in message, page.content()[:2000]
+
+
+def log_in(page, base):
+    page.goto(base + "/_/login")
+    page.fill("#email", ADMIN[0])
+    page.fill("#password", ADMIN[1])
+    page.get_by_role("button", name="Log in").click()
+    page.locator("#pp-sidebar").wait_for()
+
+
+def looks_like_an_id(text):
+    return re.fullmatch(r"[a-z0-9]{15}", text.strip()) is not None
 
 
 def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
@@ -119,16 +138,19 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     new_record(page, base, "users")
     page.fill("#name", "Tom")
     page.fill("#email", "tom@example.com")
+    assert page.locator("label[for=name]").inner_text().strip().endswith("*")  # required, marked
     shot(page, "create_tom.png")
-    save(page)
+    save(page, "Created user Tom")
 
     # Tom's key, generated and shown once.
     new_record(page, base, "keys")
     page.select_option("#user", label="Tom")
     page.fill("#label", "Tom's laptop")
     page.check("#track")  # keep full bodies, to read them in the request explorer
+    for group in ("access", "limits"):  # folded away until opened, as nothing is set there
+        assert page.locator(f"details#group-{group}").get_attribute("open") is None
     shot(page, "create_key.png")
-    save(page)
+    save(page, "Created key Tom's laptop")
     key = page.locator("#revealed-key").input_value()
     assert key.startswith("pp-") and f"{base}/v1" in page.locator("#reveal").inner_text()
     shot(page, "create_api_key.png")
@@ -139,7 +161,7 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.fill("#base_url", upstream.base_url)
     page.fill("#api_key", "sk-local-upstream-key-123456")
     shot(page, "create_openai.png")
-    save(page)
+    save(page, "Created api Local")
     assert "sk-local-upstream-key-123456" not in page.content()
 
     # A model on that api, and the models table.
@@ -148,7 +170,9 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.fill("#model", "gpt-4o-mini")
     page.fill("#name", "gpt-4o-mini")
     shot(page, "create_model.png")
-    save(page)
+    save(page, "Created model gpt-4o-mini")
+    copies = page.locator(".pp-copy").evaluate_all("buttons => buttons.map(b => b.dataset.copy)")
+    assert "gpt-4o-mini" in copies and any(looks_like_an_id(c) for c in copies)  # reference and id
     shot(page, "existing_model.png")
 
     # A stored prompt.
@@ -156,10 +180,13 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.fill("#name", "translator")
     page.fill("#instructions", TRANSLATOR)
     shot(page, "prompt.png")
-    save(page)
+    save(page, "Created prompt translator")
 
     # The playground streams an answer through the proxy.
     page.goto(base + "/_/playground/")
+    for dropdown in ("#pg-model", "#pg-prompt"):
+        labels = page.locator(f"{dropdown} option").all_inner_texts()
+        assert labels and not any(looks_like_an_id(label) for label in labels), labels
     page.select_option("#pg-model", label="gpt-4o-mini")
     page.select_option("#pg-prompt", label="translator")
     page.fill("#pg-input", "Ma voiture est en panne.")
@@ -167,6 +194,12 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.locator("#pg-history").get_by_text("echo: Ma voiture est en panne.").wait_for()
     assert "gpt-4o-mini:translator" in page.content()
     shot(page, "playground.png")
+
+    # The live log, open in another tab, shows the next call as it finishes.
+    live = page.context.new_page()
+    live.on("pageerror", lambda error: page.errors.append(f"live log: {error}"))
+    live.goto(base + "/_/live/")
+    live.locator("#live-state", has_text="Live").wait_for()
 
     # A client calls the proxy with the official SDK and Tom's key.
     import openai
@@ -178,13 +211,18 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     sent = upstream.requests[-1]
     assert sent.json["messages"][0] == {"role": "system", "content": TRANSLATOR}
     assert sent.headers["Authorization"] == "Bearer sk-local-upstream-key-123456"
+    call = live.locator("#live-rows tr", has_text="Tom")
+    call.wait_for()
+    assert "gpt-4o-mini" in call.inner_text() and "translator" in call.inner_text()
+    live.close()
 
     # The dashboard counts both calls (rows are written in batches: reload until they are).
     page.goto(base + "/_/")
     page.wait_for_function("() => document.querySelector('#total-requests') && "
                            "document.querySelector('#total-requests').textContent.trim() === '2'",
                            polling=250)
-    assert "Tom" in page.locator("body").inner_text()
+    dashboard = page.locator("body").inner_text()
+    assert "Tom" in dashboard and "translator" in dashboard  # names, not ids
     assert_no_page_scroll(page)
     shot(page, "dashboard.png")
 
@@ -199,6 +237,14 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     open_table(page, base, "requests")
     rows = page.locator("table.model-list tbody tr")
     rows.filter(has_text="Tom").first.wait_for()
+    assert "translator" in rows.filter(has_text="Tom").first.inner_text()  # the prompt by name
+
+    # The playground's call was made with a key that keeps no bodies: its details say why.
+    rows.filter(has_text="Playground").first.locator('a[title="View Record"]').click()
+    page.wait_for_url("**/_/requests/details/**")
+    assert "Bodies are stored only for keys with Track on" in page.locator("body").inner_text()
+
+    open_table(page, base, "requests")
     rows.filter(has_text="Tom").first.locator('a[title="View Record"]').click()
     page.wait_for_url("**/_/requests/details/**")
     details = page.locator("body").inner_text()
@@ -238,6 +284,16 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
         assert_no_page_scroll(page)
         shot(page, f"phone_{table}.png")
     page.set_viewport_size({"width": 1280, "height": 800})
+
+    # Two more logins: the playground keeps using the admin's one key.
+    for _ in range(2):
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url("**/_/login**")
+        log_in(page, base)
+        page.goto(base + "/_/playground/")
+        page.locator("#pg-model").wait_for()
+    open_table(page, base, "keys")
+    assert page.locator("table.model-list tbody tr").filter(has_text="Playground:").count() == 1
 
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/_/login**")
