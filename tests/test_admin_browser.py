@@ -194,6 +194,9 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.locator("#pg-history").get_by_text("echo: Ma voiture est en panne.").wait_for()
     assert "gpt-4o-mini:translator" in page.content()
     shot(page, "playground.png")
+    page.locator("button.pp-copy[data-copy-from='pg-curl']").click()  # the one copy script answers
+    page.wait_for_function("""() => ["Copied", "Select and copy"].includes(
+        document.querySelector("button.pp-copy[data-copy-from='pg-curl']").textContent)""")
 
     # The live log, open in another tab, shows the next call as it finishes.
     live = page.context.new_page()

@@ -1,5 +1,6 @@
-// Copy buttons: <button class="pp-copy" data-copy="text">. The clipboard API needs
-// a secure context (https or localhost); elsewhere a hidden textarea and execCommand.
+// Copy buttons: <button class="pp-copy" data-copy="text">, or data-copy-from="<id>" to
+// copy what that element holds now (an input's value, else its text). The clipboard API
+// needs a secure context (https or localhost); elsewhere a hidden textarea and execCommand.
 (function () {
   "use strict";
 
@@ -29,7 +30,9 @@
     if (!button) { return; }
     event.preventDefault();
     var label = button.textContent;
-    copy(button.getAttribute("data-copy")).then(function () {
+    var source = button.hasAttribute("data-copy-from") && document.getElementById(button.getAttribute("data-copy-from"));
+    var text = source ? (source.tagName === "INPUT" ? source.value : source.textContent) : button.getAttribute("data-copy");
+    copy(text).then(function () {
       button.textContent = "Copied";
     }, function () {
       button.textContent = "Select and copy";
