@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..data.fields import utcnow
-from ..providers.base import last_user_message, token_count
+from ..providers.base import last_user_message
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class Call:
             return
         self.ended = True
         try:
-            self.limiter.release(self.ticket, token_count((self.usage or {}).get("total_tokens")))
+            usage = self.usage if isinstance(self.usage, dict) else {}
+            self.limiter.release(self.ticket, usage.get("total_tokens"))  # the limiter reads the figure
         except Exception:
             log.exception("releasing the rate-limit slot of a call failed")
         finally:

@@ -4,6 +4,7 @@ OpenAI `chat.completion` and back, with their stop reasons and token usage."""
 import json
 import time
 
+from ..base import token_count
 from .errors import TranslationError
 from .requests import decode_arguments, text_of
 
@@ -90,8 +91,7 @@ def finish_reason(stop_reason):
 def _tokens(usage, name):
     """A token count from the other side's usage: a whole number, or 0 for anything
     else (upstream answers are untrusted; the request row notes what was odd)."""
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return token_count(usage.get(name)) or 0
 
 
 def openai_usage(usage):
