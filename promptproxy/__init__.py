@@ -31,11 +31,12 @@ def create_app(overrides=None):
     from .auth.throttle import LoginThrottle
     from .data import crypto, migrations
     from .data.catalog import Catalog
-    from .data.db import make_private, open_database, use_writer
+    from .data.db import open_database, use_writer
     from .data.writer import Writer
     from .services import Services
 
     conf = settings.from_environ(overrides)
+    settings.check(conf)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
         logging.basicConfig(level=conf["LOG_LEVEL"],
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,7 +63,7 @@ def create_app(overrides=None):
         FLASK_ADMIN_SWATCH="default",
     )
 
-    open_database(data_dir)
+    open_database(conf)
     migrations.upgrade(declared_models())
     stats.backfill()  # usage figures for requests recorded before the rollup existed
     app.teardown_request(_close_db)  # queries connect on demand; the proxy needs none
@@ -72,8 +73,6 @@ def create_app(overrides=None):
     from .proxy import proxy
     from .rest.routes import api
 
-    limits_db = Path(data_dir) / "limits.db"
-    make_private(limits_db)
     # data.db's single writer thread: request rows, and any write that must not run on the event loop
     writer = Writer("data.db", on_stop=close_connection)
     use_writer(writer)  # record writes from the admin and the REST API go there too
@@ -82,7 +81,7 @@ def create_app(overrides=None):
         catalog=Catalog(ttl=conf["CATALOG_TTL"]),
         writer=writer,
         recorder=Recorder(data_dir, writer).start(),
-        limiter=Limiter(str(limits_db), defaults={
+        limiter=Limiter(limits_location(conf), defaults={
             kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
         throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
     ).install(app)
@@ -101,6 +100,18 @@ def create_app(overrides=None):
     return app
 
 
+def limits_location(conf):
+    """Where rate-limit counts live: the PostgreSQL database when there is one (so
+    every instance counts together), else limits.db beside data.db."""
+    from .data.db import make_private
+
+    if conf["DATABASE_URL"]:
+        return conf["DATABASE_URL"]
+    path = Path(conf["DATA_DIR"]) / "limits.db"
+    make_private(path)
+    return str(path)
+
+
 def declared_models():
     """Every table PromptProxy keeps in data.db (created when missing, see migrations.py)."""
     from .accounting import stats
@@ -111,10 +122,15 @@ def declared_models():
 
 
 def stop(app):
-    """Write every pending request row and end the writer threads. Idempotent, never raises."""
+    """Write every pending request row, end the writer threads and close the
+    database's pooled connections. Idempotent, never raises."""
+    from .data.db import db
     from .services import services
 
     services(app).stop()
+    close_idle = getattr(db.obj, "close_idle", None)  # PostgreSQL's pool
+    if close_idle:
+        close_idle()
 
 
 def _close_db(exc):

@@ -38,6 +38,16 @@ def build_parser():
 
 
 def main(argv=None):
+    from .config import MissingSetting
+
+    try:
+        return run(argv)
+    except MissingSetting as missing:
+        print(f"PromptProxy cannot start: {missing}", file=sys.stderr)
+        return 2
+
+
+def run(argv):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("PROMPTPROXY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,11 +73,13 @@ def open_data(overrides):
     from .data import crypto, migrations
     from .data.db import open_database
 
-    data_dir = config.from_environ(overrides)["DATA_DIR"]
+    settings = config.from_environ(overrides)
+    config.check(settings)
+    data_dir = settings["DATA_DIR"]
     os.makedirs(data_dir, exist_ok=True)
     session_secret, encryption_key = config.load_secrets(data_dir)
     crypto.init(encryption_key, session_secret)
-    open_database(data_dir)
+    open_database(settings)
     migrations.upgrade(declared_models())
 
 

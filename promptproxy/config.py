@@ -8,10 +8,12 @@ import os
 import secrets
 from pathlib import Path
 
-from .data import crypto
-
 DEFAULTS = {
     "DATA_DIR": "pb_data",
+    # postgresql://user:password@host:5432/dbname keeps everything shared in
+    # PostgreSQL, for several instances; empty: SQLite files in DATA_DIR.
+    "DATABASE_URL": "",
+    "DATABASE_POOL": 20,  # PostgreSQL connections each worker may hold for reads
     "PUBLIC_URL": "",  # where admins reach the server; used in the set-up link
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
     "LOG_LEVEL": "INFO",
@@ -73,7 +75,30 @@ def secret_from(data_dir, env_name, filename, make):
     return value
 
 
+class MissingSetting(RuntimeError):
+    """A setting the server cannot start without; the message is one line naming it."""
+
+
+SHARED_SECRETS = ("PROMPTPROXY_SECRET_KEY", "PROMPTPROXY_ENCRYPTION_KEY")
+
+
+def check(config):
+    """Refuse settings the server cannot start with. With PostgreSQL, several
+    instances share one database, so they must share its secrets too: they come
+    from the environment, never from one instance's files (and the encryption key
+    is never kept in the database it protects)."""
+    if config["DATABASE_URL"]:
+        if not config["DATABASE_URL"].startswith(("postgresql://", "postgres://")):
+            raise MissingSetting("PROMPTPROXY_DATABASE_URL must be a postgresql:// URL")
+        for name in SHARED_SECRETS:
+            if not os.environ.get(name):
+                raise MissingSetting(f"{name} must be set when PROMPTPROXY_DATABASE_URL is "
+                                     "(every instance needs the same one)")
+
+
 def load_secrets(data_dir):
+    from .data import crypto
+
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", ".secret_key",
                                  lambda: secrets.token_urlsafe(48))

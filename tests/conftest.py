@@ -1,5 +1,11 @@
 """Shared fixtures: a fresh app on a temporary data directory, an admin logged
-in through the real forms, and a REST API token."""
+in through the real forms, and a REST API token.
+
+The suite runs on SQLite by default; with PROMPTPROXY_TEST_DATABASE=postgresql,
+every test that has a temporary directory (so every test that builds an app or
+starts a server) gets a fresh PostgreSQL database of its own, through the same
+settings a user gives (see tests/postgres.py). Tests about SQLite's files are
+marked `sqlite` and skipped there."""
 
 import re
 
@@ -9,6 +15,57 @@ from promptproxy import create_app, stop
 from promptproxy.auth import superusers
 from promptproxy.data.db import db
 from promptproxy.services import services
+
+from .postgres import SELECTED as ON_POSTGRESQL
+
+
+def pytest_collection_modifyitems(config, items):
+    if ON_POSTGRESQL:
+        skip = pytest.mark.skip(reason="about SQLite's own files (the suite runs on PostgreSQL)")
+        for item in items:
+            if "sqlite" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL server of its own for the test run (see tests/postgres.py)."""
+    from .postgres import Cluster
+
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_secrets():
+    """The secrets every instance on one PostgreSQL database is given."""
+    import secrets
+
+    from promptproxy.data import crypto
+
+    return {"PROMPTPROXY_SECRET_KEY": secrets.token_urlsafe(48), "PROMPTPROXY_ENCRYPTION_KEY": crypto.new_key()}
+
+
+@pytest.fixture(autouse=True)
+def database_url(request, monkeypatch):
+    """On PostgreSQL: a fresh database for this test, in the environment as a
+    user sets it (with the shared secrets), dropped afterwards. None on SQLite."""
+    if not ON_POSTGRESQL or "tmp_path" not in request.fixturenames:
+        yield None
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    url = cluster.new_database()
+    monkeypatch.setenv("PROMPTPROXY_DATABASE_URL", url)
+    for name, value in request.getfixturevalue("shared_secrets").items():
+        monkeypatch.setenv(name, value)
+    yield url
+    if not db.is_closed():
+        db.close()
+    close_all = getattr(db.obj, "close_all", None)
+    if close_all:
+        close_all()
+    cluster.drop_database(url)
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery"

@@ -103,10 +103,16 @@ def free_port():
         return sock.getsockname()[1]
 
 
+# What every instance of one deployment shares: the database (PostgreSQL, when
+# the suite runs on it) and its secrets.
+SHARED_SETTINGS = ("PROMPTPROXY_DATABASE_URL", "PROMPTPROXY_SECRET_KEY", "PROMPTPROXY_ENCRYPTION_KEY")
+
+
 def server_env(data_dir, bin_dir=VENV_BIN, **extra):
     """The environment of a server run from `bin_dir`'s virtualenv over `data_dir`."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PROMPTPROXY_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+           if (not k.startswith("PROMPTPROXY_") or k in SHARED_SETTINGS)
+           and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PROMPTPROXY_DATA_DIR"] = str(data_dir)
     env.update(extra)

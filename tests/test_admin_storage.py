@@ -19,7 +19,7 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
     old_prompts = Collection("prompts", Text("name", unique=True), LongText("instructions"))
     old_users = Collection("users", Text("name"))
     data_dir.mkdir(parents=True)
-    open_database(data_dir)
+    open_database({"DATA_DIR": str(data_dir)})
     db.create_tables([old_prompts.model, old_users.model])  # as it did, before numbered migrations
     with db.connection_context():
         old_prompts.model.create(id="promptid0000001", name="translator", instructions="Translate.")

@@ -1,4 +1,4 @@
-"""Per-user rate limits, shared by every worker of a deployment.
+"""Per-user rate limits, shared by every worker and instance of a deployment.
 
 Four limits: requests per minute (rpm), tokens per minute (tpm), requests per day
 (rpd) and concurrent requests. Each is set on the user, may be overridden on a key
@@ -6,22 +6,32 @@ Four limits: requests per minute (rpm), tokens per minute (tpm), requests per da
 (PROMPTPROXY_DEFAULT_RPM and friends; 0 means none). A caller with no limit at all
 costs nothing here.
 
-Counts live in their own SQLite file beside the data (`limits.db`), so all
-gunicorn workers share them, in fixed windows: the current minute and the current
-UTC day. It is written with `synchronous=OFF`: after a power cut a window may
-forget some calls, which for rate limits is harmless, and each check stays a small
-local transaction. Concurrent calls are counted per worker process, and the
-counts of a process that died are ignored.
+Counts are kept in fixed windows (the current minute and the current UTC day)
+where every process sees them: in their own SQLite file beside the data
+(`limits.db`), or, with PostgreSQL, in the shared database, so that several
+instances count together. Each check and count is one transaction that first
+takes a lock: SQLite's write lock, or PostgreSQL advisory locks on the subjects
+being counted, so two calls for one key are counted one after the other and a
+limit admits exactly its number of calls. limits.db is written with
+`synchronous=OFF`: after a power cut a window may forget some calls, which for
+rate limits is harmless.
 
-Every read and write of `limits.db` runs on the limiter's own writer thread
-(`writer.Writer`): while another process holds the file's lock, the calls that
-need a limit checked or released wait for it (up to the 10 s busy timeout, then
-the call fails), and everything else the worker serves goes on.
+Concurrent calls are counted per process. A process that died without releasing
+its calls must not hold their slots forever: with SQLite (one machine) a dead
+pid is seen at once; with PostgreSQL each process stamps a heartbeat every few
+seconds, and the calls of a process silent for DEAD_AFTER seconds are not counted.
+
+Every read and write runs on the limiter's own writer thread (`writer.Writer`):
+while another process holds a lock, the calls that need a limit checked or
+released wait for it, and everything else the worker serves goes on.
 """
 
 import math
 import os
+import secrets
+import socket
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -29,12 +39,8 @@ from ..data.storable import integer
 from ..data.writer import Writer
 
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS windows (subject TEXT, kind TEXT, window INTEGER, used INTEGER,
-                                    PRIMARY KEY (subject, kind, window)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inflight (subject TEXT, pid INTEGER, used INTEGER,
-                                     PRIMARY KEY (subject, pid)) WITHOUT ROWID;
-"""
+HEARTBEAT = 5  # seconds between a process's heartbeats (PostgreSQL)
+DEAD_AFTER = 20  # seconds of silence after which a process's calls stop counting
 
 
 class Limited(Exception):
@@ -79,7 +85,125 @@ def reset_text(seconds):
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
-def alive(pid):
+def tokens_count(value):
+    """A call's token count as an integer; 0 when the upstream's figure is not a number."""
+    return integer(value) or 0
+
+
+class SQLiteCounts:
+    """limits.db: one file per machine, so a process's pid names it."""
+
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS windows (subject TEXT, kind TEXT, "window" INTEGER, used INTEGER,
+                                                   PRIMARY KEY (subject, kind, "window")) WITHOUT ROWID""",
+              """CREATE TABLE IF NOT EXISTS inflight (subject TEXT, pid INTEGER, used INTEGER,
+                                                    PRIMARY KEY (subject, pid)) WITHOUT ROWID""")
+    WINDOWS, INFLIGHT = "windows", "inflight"
+
+    def __init__(self, path):
+        self.path = path
+        self.process = os.getpid()
+        self.conn = None
+
+    def open(self):
+        self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=wal")
+        self.conn.execute("PRAGMA synchronous=off")
+        for statement in self.SCHEMA:
+            self.conn.execute(statement)
+        self.conn.execute("DELETE FROM inflight WHERE pid = ?", (self.process,))  # a reused pid's leftovers
+
+    def execute(self, sql, params=()):
+        if self.conn is None:
+            self.open()
+        return self.conn.execute(sql, params)
+
+    def begin(self, subjects):
+        self.execute("BEGIN IMMEDIATE")
+
+    def running(self, rows):
+        """The processes among `rows` [(pid, used)] still alive; the dead ones' rows are deleted."""
+        dead = [pid for pid, _ in rows if pid != self.process and not pid_alive(pid)]
+        for pid in dead:
+            self.execute("DELETE FROM inflight WHERE pid = ?", (pid,))
+        return [(pid, used) for pid, used in rows if pid not in dead]
+
+    def beat(self):
+        pass  # a pid is checked directly
+
+    def close(self, forget):
+        if self.conn is not None:
+            if forget:
+                self.conn.execute("DELETE FROM inflight WHERE pid = ?", (self.process,))
+            self.conn.close()
+            self.conn = None
+
+
+class PostgresCounts:
+    """The shared PostgreSQL database: processes on several machines, so each names
+    itself (host, pid and a random part) and proves it lives by a heartbeat."""
+
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS _limit_windows (subject TEXT, kind TEXT, "window" BIGINT,
+                 used BIGINT, PRIMARY KEY (subject, kind, "window"))""",
+              """CREATE TABLE IF NOT EXISTS _limit_inflight (subject TEXT, pid TEXT, used INTEGER,
+                 PRIMARY KEY (subject, pid))""",
+              """CREATE TABLE IF NOT EXISTS _limit_processes (pid TEXT PRIMARY KEY, seen DOUBLE PRECISION)""")
+    WINDOWS, INFLIGHT = "_limit_windows", "_limit_inflight"
+
+    def __init__(self, url, clock=time.time):
+        self.url = url
+        self.clock = clock
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.conn = None
+
+    def open(self):
+        import psycopg
+
+        from ..data.db import SCHEMA_LOCK
+
+        self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                    application_name="promptproxy-limits")
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for statement in self.SCHEMA:
+                self.conn.execute(statement)
+        self.beat()
+
+    def execute(self, sql, params=()):
+        if self.conn is None or self.conn.closed:
+            self.open()  # the server restarted since the last call
+        return self.conn.execute(sql.replace("?", "%s"), params)
+
+    def begin(self, subjects):
+        """Lock the subjects being counted, in one order, for this transaction."""
+        self.execute("BEGIN")
+        self.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(s, 0))) "
+                     "FROM (SELECT unnest(?::text[]) AS s ORDER BY 1) AS subjects", (sorted(set(subjects)),))
+
+    def running(self, rows):
+        alive = {pid for (pid,) in self.execute(
+            "SELECT pid FROM _limit_processes WHERE pid = ANY(?) AND seen >= ?",
+            ([pid for pid, _ in rows], self.clock() - DEAD_AFTER))}
+        return [(pid, used) for pid, used in rows if pid == self.process or pid in alive]
+
+    def beat(self):
+        """Say this process lives, and forget the calls of processes long gone."""
+        now = self.clock()
+        self.execute("INSERT INTO _limit_processes VALUES (?, ?) ON CONFLICT (pid) DO UPDATE SET seen = ?",
+                      (self.process, now, now))
+        self.execute("DELETE FROM _limit_inflight WHERE pid IN "
+                     "(SELECT pid FROM _limit_processes WHERE seen < ?)", (now - 10 * DEAD_AFTER,))
+        self.execute("DELETE FROM _limit_processes WHERE seen < ?", (now - 10 * DEAD_AFTER,))
+
+    def close(self, forget):
+        if self.conn is not None and not self.conn.closed:
+            if forget:
+                self.execute("DELETE FROM _limit_inflight WHERE pid = ?", (self.process,))
+                self.execute("DELETE FROM _limit_processes WHERE pid = ?", (self.process,))
+            self.conn.close()
+        self.conn = None
+
+
+def pid_alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,35 +213,48 @@ def alive(pid):
     return True
 
 
-def tokens_count(value):
-    """A call's token count as an integer; 0 when the upstream's figure is not a number."""
-    return integer(value) or 0
+def counts_at(location):
+    """The counts' store for a limits.db path or a postgresql:// URL."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresCounts(location)
+    return SQLiteCounts(location)
 
 
 class Limiter:
-    def __init__(self, path, defaults=None, clock=time.time, writer=None):
+    def __init__(self, location, defaults=None, clock=time.time, writer=None):
         self.defaults = {kind: value for kind, value in (defaults or {}).items() if value}
         self.clock = clock
-        self.pid = os.getpid()
-        self.writer = writer or Writer("limits.db", on_stop=self._close)
-        self._db = None
+        self.counts = counts_at(location)
+        self.writer = writer or Writer("limits", on_stop=self._close)
         self._calls = 0
-        self.writer.run(self._open, path)
+        self._stopped = threading.Event()
+        self.writer.run(self.counts.open)
+        self._heart = None
+        if isinstance(self.counts, PostgresCounts):
+            self._heart = threading.Thread(target=self._beat, name="promptproxy-limits", daemon=True)
+            self._heart.start()
 
-    def _open(self, path):
-        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=wal")
-        self._db.execute("PRAGMA synchronous=off")
-        self._db.executescript(SCHEMA)
-        self._db.execute("DELETE FROM inflight WHERE pid = ?", (self.pid,))  # a reused pid's leftovers
+    def _beat(self):
+        while not self._stopped.wait(HEARTBEAT):
+            try:
+                self.writer.run(self.counts.beat)
+            except Exception:  # noqa: BLE001 -- the database is down: the next beat tries again
+                self.writer.run(self._reset)
+
+    def _reset(self):
+        """After a failure: roll back, and drop a connection that broke."""
+        try:
+            self.counts.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 -- the connection is gone; the next call opens one
+            self.counts.close(forget=False)
 
     def _close(self):
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self.counts.close(forget=True)
 
     def stop(self):
-        """Close the database on the writer's thread and end the thread."""
+        """Release this process's calls, close the database on the writer's thread
+        and end the thread."""
+        self._stopped.set()
         self.writer.stop()
 
     def acquire(self, key, user):
@@ -135,17 +272,17 @@ class Limiter:
     def _admit(self, applied, windows, to_minute, to_day):
         """On the writer's thread: check and count the call in one transaction."""
         minute, day = windows["rpm"], windows["rpd"]
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        counts = self.counts
         try:
+            counts.begin(subject for subject, _ in applied.values())
             used = dict.fromkeys(applied, 0)
             counted = [(subject, kind, windows[kind]) for kind, (subject, _) in applied.items()
                        if kind != "concurrency"]
             if counted:  # every window in one query
                 values = ", ".join(["(?, ?, ?)"] * len(counted))
-                for kind, count in db.execute(
-                        f"SELECT kind, used FROM windows WHERE (subject, kind, window) IN (VALUES {values})",
-                        [v for triple in counted for v in triple]):
+                for kind, count in counts.execute(
+                        f'SELECT kind, used FROM {counts.WINDOWS} WHERE (subject, kind, "window") '
+                        f"IN (VALUES {values})", [v for triple in counted for v in triple]):
                     used[kind] = count
             if "concurrency" in applied:
                 used["concurrency"] = self._inflight(applied["concurrency"][0])
@@ -158,15 +295,16 @@ class Limiter:
                 if kind in applied:
                     self._add(applied[kind][0], kind, windows[kind], 1)
             if "concurrency" in applied:
-                db.execute("INSERT INTO inflight VALUES (?, ?, 1) ON CONFLICT (subject, pid) "
-                           "DO UPDATE SET used = used + 1", (applied["concurrency"][0], self.pid))
+                counts.execute(f"INSERT INTO {counts.INFLIGHT} VALUES (?, ?, 1) ON CONFLICT (subject, pid) "
+                               f"DO UPDATE SET used = {counts.INFLIGHT}.used + 1",
+                               (applied["concurrency"][0], counts.process))
             self._calls += 1
             if self._calls % 1000 == 0:  # forget finished windows now and then
-                db.execute("DELETE FROM windows WHERE (kind != 'rpd' AND window < ?) OR "
-                           "(kind = 'rpd' AND window < ?)", (minute - 1, day - 1))
-            db.execute("COMMIT")
+                counts.execute(f"DELETE FROM {counts.WINDOWS} WHERE (kind != 'rpd' AND \"window\" < ?) OR "
+                               "(kind = 'rpd' AND \"window\" < ?)", (minute - 1, day - 1))
+            counts.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self._reset()
             raise
         return headers
 
@@ -182,29 +320,28 @@ class Limiter:
         self.writer.run(self._release, ticket, running, counted, tokens)
 
     def _release(self, ticket, running, counted, tokens):
-        self._db.execute("BEGIN IMMEDIATE")  # one commit for both
+        counts = self.counts
         try:
+            counts.begin(ticket.subjects[kind] for kind in ("concurrency", "tpm") if kind in ticket.subjects)
             if running:
-                self._db.execute("UPDATE inflight SET used = used - 1 WHERE subject = ? AND pid = ?",
-                                 (ticket.subjects["concurrency"], self.pid))
+                counts.execute(f"UPDATE {counts.INFLIGHT} SET used = used - 1 WHERE subject = ? AND pid = ?",
+                               (ticket.subjects["concurrency"], counts.process))
             if counted:
                 self._add(ticket.subjects["tpm"], "tpm", int(self.clock() // 60), tokens)
-            self._db.execute("COMMIT")
+            counts.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._reset()
             raise
 
     def _add(self, subject, kind, window, amount):
-        self._db.execute("INSERT INTO windows VALUES (?, ?, ?, ?) ON CONFLICT (subject, kind, window) "
-                         "DO UPDATE SET used = used + excluded.used", (subject, kind, window, amount))
+        table = self.counts.WINDOWS
+        self.counts.execute(f'INSERT INTO {table} VALUES (?, ?, ?, ?) ON CONFLICT (subject, kind, "window") '
+                            f"DO UPDATE SET used = {table}.used + excluded.used", (subject, kind, window, amount))
 
     def _inflight(self, subject):
-        rows = self._db.execute("SELECT pid, used FROM inflight WHERE subject = ? AND used > 0",
-                                (subject,)).fetchall()
-        dead = [pid for pid, _ in rows if pid != self.pid and not alive(pid)]
-        for pid in dead:
-            self._db.execute("DELETE FROM inflight WHERE pid = ?", (pid,))
-        return sum(used for pid, used in rows if pid not in dead)
+        rows = self.counts.execute(f"SELECT pid, used FROM {self.counts.INFLIGHT} WHERE subject = ? AND used > 0",
+                                   (subject,)).fetchall()
+        return sum(used for _, used in self.counts.running(rows))
 
     @staticmethod
     def _headers(applied, used, to_minute, to_day):

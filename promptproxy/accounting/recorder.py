@@ -28,7 +28,7 @@ import peewee
 
 from ..collections import BY_NAME
 from ..data import storable
-from ..data.db import db
+from ..data.db import UNREACHABLE, db, drop_broken_connection, is_postgresql
 from ..data.fields import JSONColumn, new_id
 from ..data.writer import Writer
 from . import stats
@@ -137,6 +137,7 @@ class Recorder:
                 written += self._write(batch, replay)
                 continue
             except Exception as exc:  # noqa: BLE001
+                drop_broken_connection()
                 if unavailable(exc):
                     log.warning("database unavailable (%s); %d request rows wait", exc, len(rows) - start)
                     return written, dropped, rows[start:]
@@ -144,6 +145,7 @@ class Recorder:
                 try:
                     written += self._write([row], replay)
                 except Exception as exc:  # noqa: BLE001
+                    drop_broken_connection()
                     if unavailable(exc):
                         return written, dropped, batch[i:] + rows[start + BATCH:]
                     log.error("dropped request row %s (%s, status %s): %s: %s", row.get("id"),
@@ -160,7 +162,7 @@ class Recorder:
         fields = list(requests._meta.sorted_fields)
         insert = (f'INSERT INTO "{requests._meta.table_name}" ('
                   + ", ".join(f'"{f.column_name}"' for f in fields)
-                  + ") VALUES (" + ", ".join("?" * len(fields)) + ")")
+                  + ") VALUES (" + ", ".join([db.param] * len(fields)) + ")")
         convert = [(f.name, None if isinstance(f, JSONColumn) else f.db_value) for f in fields]
         db.connect(reuse_if_open=True)  # the writer thread's own connection, kept open
         with db.atomic():
@@ -170,7 +172,7 @@ class Recorder:
                 ids = [row["id"] for row in batch]
                 present = {r[0] for r in db.execute_sql(
                     f'SELECT "id" FROM "{requests._meta.table_name}" WHERE "id" IN '
-                    f'({", ".join("?" * len(ids))})', ids)}
+                    f'({", ".join([db.param] * len(ids))})', ids)}
                 batch = [row for row in batch if row["id"] not in present]
             rows, last_used = [], {}
             for row in batch:
@@ -206,7 +208,11 @@ class Recorder:
 
 
 def unavailable(exc):
-    """True when the error is the database's state, not the row's content."""
+    """True when the error is the database's state, not the row's content. In
+    PostgreSQL, rows are refused with data and integrity errors; operational ones
+    are about the server or the connection (down, restarting, unreachable)."""
+    if is_postgresql():
+        return isinstance(exc, UNREACHABLE)
     if not isinstance(exc, (sqlite3.OperationalError, peewee.OperationalError)):
         return False
     return any(word in str(exc).lower() for word in UNAVAILABLE)

@@ -28,7 +28,7 @@ from operator import add as _add
 import peewee
 
 from ..collections import BY_NAME
-from ..data.db import BaseModel, db
+from ..data.db import BaseModel, db, is_postgresql
 
 ALL = "*"
 DIMENSIONS = ("user", "model", "prompt", "api")
@@ -86,10 +86,14 @@ def _quoted(names):
 
 
 KEY = ("hour",) + DIMENSIONS
-UPSERT = (f'INSERT INTO "{TABLE}" ({_quoted(KEY + VALUES)}) '
-          f'VALUES ({", ".join("?" * (len(KEY) + WIDTH))}) '
-          f'ON CONFLICT ({_quoted(KEY)}) DO UPDATE SET '
-          + ", ".join(f'"{c}" = "{c}" + excluded."{c}"' for c in VALUES))
+
+
+def upsert_sql():
+    """The statement that adds one group's figures to its rollup row."""
+    return (f'INSERT INTO "{TABLE}" ({_quoted(KEY + VALUES)}) '
+            f'VALUES ({", ".join([db.param] * (len(KEY) + WIDTH))}) '
+            f'ON CONFLICT ({_quoted(KEY)}) DO UPDATE SET '
+            + ", ".join(f'"{c}" = "{TABLE}"."{c}" + excluded."{c}"' for c in VALUES))
 
 
 # -- writing --------------------------------------------------------------------
@@ -132,10 +136,10 @@ def add(rows):
         return
     params = [(*key, *values) for key, values in groups.items()]
     if db.in_transaction():
-        db.cursor().executemany(UPSERT, params)
+        db.cursor().executemany(upsert_sql(), params)
     else:
         with db.atomic():
-            db.cursor().executemany(UPSERT, params)
+            db.cursor().executemany(upsert_sql(), params)
 
 
 def _with_rollups(groups):
@@ -156,9 +160,12 @@ def _rebuild_query():
         low = f'"latency_ms" >= {EDGES[i - 1]}' if i else None
         high = f'"latency_ms" < {EDGES[i]}' if i < BINS - 1 else None
         bins.append(f"COUNT(CASE WHEN {' AND '.join(c for c in (low, high) if c)} THEN 1 END)")
-    # The hour is cut from the text: strftime() rounds to the millisecond, which would
-    # move 12:59:59.9999 into the next hour.
-    return ("SELECT CAST(strftime('%s', substr(\"created\", 1, 13) || ':00:00') AS INTEGER) / 3600 AS h, "
+    if is_postgresql():
+        hour = "CAST(EXTRACT(EPOCH FROM date_trunc('hour', \"created\")) AS BIGINT) / 3600"
+    else:  # the hour is cut from the text: strftime() rounds to the millisecond, which
+        # would move 12:59:59.9999 into the next hour
+        hour = "CAST(strftime('%s', substr(\"created\", 1, 13) || ':00:00') AS INTEGER) / 3600"
+    return (f"SELECT {hour} AS h, "
             + ", ".join(f'COALESCE("{d}", \'\')' for d in DIMENSIONS) + ", "
             "COUNT(*), COUNT(CASE WHEN \"status\" >= 400 THEN 1 END), "
             "COALESCE(SUM(\"input_tokens\"), 0), COALESCE(SUM(\"output_tokens\"), 0), "
@@ -175,13 +182,13 @@ def rebuild():
         hour, groups = None, {}
         for row in db.execute_sql(_rebuild_query()):
             if row[0] != hour and groups:
-                db.cursor().executemany(UPSERT, _with_rollups(groups))  # one hour at a time
+                db.cursor().executemany(upsert_sql(), _with_rollups(groups))  # one hour at a time
                 groups = {}
             hour = row[0]
             groups[row[:5]] = list(row[5:])
             counted += row[5]
         if groups:
-            db.cursor().executemany(UPSERT, _with_rollups(groups))
+            db.cursor().executemany(upsert_sql(), _with_rollups(groups))
     return counted
 
 
@@ -189,8 +196,10 @@ def backfill():
     """At start-up: fill an empty rollup from requests recorded before it existed.
     The write lock is taken first, so of several workers starting at once only one
     rebuilds, and no batch is counted twice."""
+    from ..data.migrations import schema_lock
+
     requests = BY_NAME["requests"].model
-    with db.connection_context(), db.atomic("IMMEDIATE"):
+    with db.connection_context(), schema_lock():
         if RequestStats.select().exists() or not requests.select().exists():
             return 0
         return rebuild()
@@ -255,14 +264,25 @@ def _names(dimension, ids):
 
 
 _SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
-_ROLLUPS_IN_RANGE = (f'FROM "{TABLE}" INDEXED BY "{ROLLUPS_INDEX}" '
-                     f'WHERE {IS_ROLLUP} AND "hour" >= ? AND "hour" < ?')
 _WHOLE_HOUR = "\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"api\" = '*'"
-# (hour - start) / size numbers the buckets from 0; the hour's own roll-up rows only
-_SERIES = f'SELECT ("hour" - ?) / ?, {_SUMS} {_ROLLUPS_IN_RANGE} AND {_WHOLE_HOUR} GROUP BY 1'
-# every per-user, per-model, per-prompt and per-api roll-up, summed over the range
-_BY_DIMENSION = (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_ROLLUPS_IN_RANGE} AND NOT ({_WHOLE_HOUR}) '
-                 f"GROUP BY 1, 2, 3, 4")
+
+
+def _rollups_in_range():
+    # SQLite's planner is told to use the roll-up index; PostgreSQL's finds it alone
+    hint = "" if is_postgresql() else f' INDEXED BY "{ROLLUPS_INDEX}"'
+    return f'FROM "{TABLE}"{hint} WHERE {IS_ROLLUP} AND "hour" >= {db.param} AND "hour" < {db.param}'
+
+
+def _series_sql():
+    """(hour - start) / size numbers the buckets from 0; the hour's own roll-up rows only."""
+    p = db.param
+    return f'SELECT ("hour" - {p}) / {p}, {_SUMS} {_rollups_in_range()} AND {_WHOLE_HOUR} GROUP BY 1'
+
+
+def _by_dimension_sql():
+    """Every per-user, per-model, per-prompt and per-api roll-up, summed over the range."""
+    return (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_rollups_in_range()} AND NOT ({_WHOLE_HOUR}) '
+            "GROUP BY 1, 2, 3, 4")
 
 
 def summary(range_="24h", now=None):
@@ -270,9 +290,9 @@ def summary(range_="24h", now=None):
     of 1, 6 or 24 hours ending with the current one), as a JSON-able dict."""
     size, count, start, end = _window(range_, now)
     with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():  # one snapshot
-        buckets = {row[0]: row[1:] for row in db.execute_sql(_SERIES, (start, size, start, end))}
+        buckets = {row[0]: row[1:] for row in db.execute_sql(_series_sql(), (start, size, start, end))}
         by = {d: [] for d in DIMENSIONS}
-        for row in db.execute_sql(_BY_DIMENSION, (start, end)):
+        for row in db.execute_sql(_by_dimension_sql(), (start, end)):
             for i, dimension in enumerate(DIMENSIONS):
                 if row[i] != ALL:
                     by[dimension].append((row[i], row[4:]))

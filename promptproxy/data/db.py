@@ -1,10 +1,17 @@
-"""The SQLite database in the data directory (its schema changes are in migrations.py).
+"""The database: SQLite in the data directory, or PostgreSQL when
+PROMPTPROXY_DATABASE_URL names one (its schema changes are in migrations.py).
 
 `db` is a proxy so models can be declared at import time and bound when the app
 starts. Every write runs on one writer thread (`write`, see writer.py), so no
 request greenlet waits on a database lock; SQLite runs in WAL mode with a busy
 timeout, so the workers sharing the file wait their turn instead of failing with
 "database is locked".
+
+PostgreSQL is reached through psycopg 3, whose waits go through the `select`
+module: under gevent's monkey-patching they yield to the event loop, so a slow
+query holds up only the greenlet that made it (tests/test_postgresql.py shows
+it). Connections come from a pool; one that broke (the server restarted) is
+dropped when it is handed back, so the next query gets a new one.
 """
 
 import os
@@ -12,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
+from playhouse.pool import PooledPostgresqlDatabase
 
 db = peewee.DatabaseProxy()
 _writer = None  # data.db's writer thread while the app runs (see writer.py and `write`)
@@ -40,6 +48,18 @@ class Meta(BaseModel):
         table_name = "_meta"
 
 
+# The advisory lock that starting instances take before changing the schema (PostgreSQL).
+SCHEMA_LOCK = 0x7050_5072_6f78_79  # "pPProxy"
+
+# Errors that say the database cannot be reached or is shutting down, not that a
+# statement or a row is wrong: the call fails cleanly and the next one reconnects.
+UNREACHABLE = (peewee.OperationalError, peewee.InterfaceError)
+
+
+def is_postgresql():
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
 def bump_version():
     """Tell every worker's catalog that keys, users, apis, models or prompts changed."""
     Meta.insert(name="catalog", value=1).on_conflict(
@@ -64,9 +84,24 @@ def write(function, *args, **kwargs):
     event loop. Without a writer (the CLI, scripts) it runs here."""
     def transaction():
         db.connect(reuse_if_open=True)
-        with db.atomic():
-            return function(*args, **kwargs)
+        try:
+            with db.atomic():
+                return function(*args, **kwargs)
+        except UNREACHABLE:
+            drop_broken_connection()
+            raise
     return _writer.run(transaction) if _writer is not None else transaction()
+
+
+def drop_broken_connection():
+    """After an error, give up this thread's connection if it no longer works (a
+    PostgreSQL restart breaks every open connection), so the next use opens one."""
+    if db.is_closed():
+        return
+    connection_ = db.connection()
+    broken = getattr(connection_, "closed", False) or getattr(connection_, "broken", False)
+    if broken:
+        db.close()
 
 
 @contextmanager
@@ -82,11 +117,23 @@ def connection():
             db.close()
 
 
-def open_database(data_dir):
-    """Bind `db` to <data_dir>/data.db, creating it if needed (private to this user)."""
-    path = Path(data_dir) / "data.db"
-    make_private(path)
-    database = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
+def open_database(settings):
+    """Bind `db` to the PostgreSQL database of settings["DATABASE_URL"], or else to
+    <DATA_DIR>/data.db, created if needed (private to this user)."""
+    url = settings.get("DATABASE_URL")
+    if url:
+        database = PooledPostgresqlDatabase(
+            url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url,
+            max_connections=settings.get("DATABASE_POOL", 20),
+            stale_timeout=300,  # seconds before an idle connection is replaced
+            timeout=10,  # seconds a greenlet waits for a free connection before failing
+            connect_timeout=5,
+            application_name="promptproxy",
+        )
+    else:
+        path = Path(settings["DATA_DIR"]) / "data.db"
+        make_private(path)
+        database = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     db.initialize(database)
     return database
 

@@ -18,9 +18,9 @@ import logging
 from contextlib import contextmanager
 
 import peewee
-from playhouse.migrate import SqliteMigrator, migrate
+from playhouse.migrate import SchemaMigrator, migrate
 
-from .db import Meta, db
+from .db import SCHEMA_LOCK, Meta, db, is_postgresql
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def add_columns(table, columns):
     existing = {column.name for column in db.get_columns(table)}
     missing = {name: column for name, column in columns.items() if name not in existing}
     if missing:
-        migrator = SqliteMigrator(db.obj)
+        migrator = SchemaMigrator.from_database(db.obj)
         migrate(*[migrator.add_column(table, name, column) for name, column in missing.items()])
 
 
@@ -86,7 +86,7 @@ def hashed_gateway_keys(models):
     keep the clear prefix only for keys PromptProxy generated."""
     add_columns("keys", {"key_legacy": peewee.BooleanField(default=False)})
     if has_table("keys"):
-        db.execute_sql("UPDATE keys SET key_legacy = 1 WHERE key IS NOT NULL")
+        db.execute_sql(f"UPDATE keys SET key_legacy = {db.param} WHERE key IS NOT NULL", (True,))
         db.execute_sql("UPDATE keys SET key_prefix = NULL WHERE substr(key_prefix, 1, 3) != 'pp-'")
 
 
@@ -104,11 +104,18 @@ MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin]
 def schema_lock():
     """Hold the database's schema lock for the block: one starting worker at a time.
 
-    SQLite: an immediate transaction on data.db, which other writers wait for (DDL is
-    transactional in SQLite, so a failed migration leaves nothing half done).
+    SQLite: an immediate transaction on data.db, which other writers wait for.
+    PostgreSQL: a transaction holding an advisory lock, which every instance takes
+    the same way. DDL is transactional in both, so a failed migration leaves
+    nothing half done.
     """
-    with db.atomic("IMMEDIATE"):
-        yield
+    if is_postgresql():
+        with db.atomic():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            yield
+    else:
+        with db.atomic("IMMEDIATE"):
+            yield
 
 
 def upgrade(models):
@@ -125,4 +132,7 @@ def upgrade(models):
             log.info("applying migration %d: %s", version, migration.__name__)
             migration(models)
             Migration.create(version=version, name=migration.__name__, applied=utcnow())
+        if is_postgresql():  # SQLite's table option; PostgreSQL tables have no rowid
+            for model in models:
+                model._meta.without_rowid = False
         db.create_tables([Meta, *models], safe=True)

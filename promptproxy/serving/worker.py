@@ -24,6 +24,18 @@ STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 class GeventWorker(ggevent.GeventWorker):
 
+    @classmethod
+    def check_config(cls, cfg, log):
+        """In gunicorn's master, before any worker starts: refuse settings the app
+        cannot start with, in one line, instead of every worker failing to boot."""
+        from ..config import MissingSetting, check, from_environ
+
+        try:
+            check(from_environ())
+        except MissingSetting as missing:
+            log.error("PromptProxy cannot start: %s", missing)
+            raise SystemExit(2) from None
+
     def handle_exit(self, sig, frame):
         begin_stopping()  # SIGTERM: open live logs end, so the graceful stop is quick
         super().handle_exit(sig, frame)

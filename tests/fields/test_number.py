@@ -10,7 +10,7 @@ BOUNDED = Number("rpm", min=0, max=100)
 
 
 def test_columns():
-    assert column_types(ANY) == {"tokens": peewee.IntegerField}
+    assert column_types(ANY) == {"tokens": peewee.BigIntegerField}  # 64 bits on PostgreSQL too
 
 
 @pytest.mark.parametrize("field, value, cleaned", [

@@ -9,7 +9,7 @@ from .base import INTEGER_RANGE, Field, Invalid
 
 
 class Number(Field):
-    column_class = peewee.IntegerField
+    column_class = peewee.BigIntegerField  # 64 bits in PostgreSQL too, as in SQLite
 
     def __init__(self, name, *, min=None, max=None, **kw):
         super().__init__(name, **kw)
