@@ -5,8 +5,9 @@ elsewhere. Never a stack trace. The OpenAI and Anthropic shapes are the provider
 import logging
 
 from flask import jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
+from .data.db import UNREACHABLE
 from .providers.anthropic.errors import error_to_anthropic
 from .providers.openai import error_body
 
@@ -28,6 +29,14 @@ class ProxyError(Exception):
             response, status = openai_error(self.status, self.message, self.type, self.code, self.param)
         response.headers.update({**self.headers, **(extra_headers or {})})
         return response, status
+
+
+def database_unavailable(error):
+    """The 503 for a call made while the database cannot be reached (a PostgreSQL
+    restart, SQLite locked past its timeout): the caller may simply try again."""
+    log.error("the database is unavailable: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
+    return ProxyError(503, "PromptProxy's database is unavailable right now; try again shortly.",
+                      type_="api_error", code="database_unavailable", headers={"Retry-After": "1"})
 
 
 def openai_error(status, message, type_=None, code=None, param=None):
@@ -59,5 +68,12 @@ def init_errors(app):
 
     @app.errorhandler(Exception)
     def unexpected_error(error):
+        if isinstance(error, UNREACHABLE):
+            refused = database_unavailable(error)
+            if speaks_anthropic(request.path) or request.path.startswith("/v1"):
+                return refused.response(client="anthropic" if speaks_anthropic(request.path) else "openai")
+            unavailable = ServiceUnavailable(refused.message)
+            unavailable.retry_after = 1
+            return http_error(unavailable)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return http_error(InternalServerError("Something went wrong on the server; see its log."))

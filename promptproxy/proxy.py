@@ -26,10 +26,10 @@ from werkzeug.wsgi import LimitedStream
 
 from . import providers
 from .accounting.calls import Call
-from .accounting.limits import Limited
+from .accounting.limits import Limited, LimitsUnavailable
 from .data.catalog import rehash_key
 from .data.fields import utcnow
-from .errors import ProxyError
+from .errors import ProxyError, database_unavailable
 from .providers import sse
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused, error_text, parsed_json
@@ -167,6 +167,8 @@ def limit(call):
         raise ProxyError(429, str(over), type_="requests" if over.kind != "tpm" else "tokens",
                          code="rate_limit_exceeded",
                          headers={**over.headers, "Retry-After": str(over.retry_after)}) from None
+    except LimitsUnavailable as down:
+        raise database_unavailable(down) from None
 
 
 def limit_headers(call):

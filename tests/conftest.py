@@ -20,11 +20,12 @@ from .postgres import SELECTED as ON_POSTGRESQL
 
 
 def pytest_collection_modifyitems(config, items):
-    if ON_POSTGRESQL:
-        skip = pytest.mark.skip(reason="about SQLite's own files (the suite runs on PostgreSQL)")
-        for item in items:
-            if "sqlite" in item.keywords:
-                item.add_marker(skip)
+    """`sqlite` tests run only on SQLite, `postgresql` ones only on PostgreSQL."""
+    other = "sqlite" if ON_POSTGRESQL else "postgresql"
+    skip = pytest.mark.skip(reason=f"only on {other}; this run is on {'postgresql' if ON_POSTGRESQL else 'sqlite'}")
+    for item in items:
+        if other in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,11 @@
 """The usage dashboard: the hourly rollup written with every batch of request rows,
 its rebuild from the requests table, the figures the dashboard shows, and the pages."""
 
-import contextlib
 import datetime as dt
 import itertools
 import math
 import random
 import re
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
@@ -231,10 +229,8 @@ def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
     record(app, mix(records_, count=600))
     incremental = table()
     services(app).recorder.stop()
-    db.close()
-    with contextlib.closing(sqlite3.connect(data_dir / "data.db")) as conn:  # as before the rollup
-        conn.execute(f'DROP TABLE "{stats.TABLE}"')
-        conn.commit()
+    with db.connection_context():  # as before the rollup
+        db.execute_sql(f'DROP TABLE "{stats.TABLE}"')
 
     again = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
     try:

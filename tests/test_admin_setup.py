@@ -2,6 +2,8 @@
 
 
 
+import pytest
+
 from promptproxy.auth import superusers
 from promptproxy.collections import ALL
 
@@ -145,6 +147,7 @@ def test_throttle_backs_off_and_forgets(app):
     assert throttle.wait("k") == 0
 
 
+@pytest.mark.sqlite  # with PostgreSQL the secrets come from the environment
 def test_session_secret_and_encryption_key_are_private_files(app, data_dir):
     for name in (".secret_key", ".encryption_key"):
         path = data_dir / name

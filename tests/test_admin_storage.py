@@ -1,8 +1,9 @@
 """What lands in pb_data: schema upgrades that keep rows, and no secret in clear."""
 
-import sqlite3
 
-from promptproxy import create_app
+import pytest
+
+from promptproxy import config, create_app
 from promptproxy.collections import BY_NAME
 from promptproxy.data.collection import Collection
 from promptproxy.data.db import db, open_database
@@ -19,7 +20,7 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
     old_prompts = Collection("prompts", Text("name", unique=True), LongText("instructions"))
     old_users = Collection("users", Text("name"))
     data_dir.mkdir(parents=True)
-    open_database({"DATA_DIR": str(data_dir)})
+    open_database(config.from_environ({"DATA_DIR": str(data_dir)}))
     db.create_tables([old_prompts.model, old_users.model])  # as it did, before numbered migrations
     with db.connection_context():
         old_prompts.model.create(id="promptid0000001", name="translator", instructions="Translate.")
@@ -27,7 +28,8 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
     db.close()
 
     app = create_app({"DATA_DIR": str(data_dir)})  # the restart with today's declarations
-    columns = {row[1] for row in sqlite3.connect(data_dir / "data.db").execute("PRAGMA table_info(prompts)")}
+    with db.connection_context():
+        columns = {column.name for column in db.get_columns("prompts")}
     assert {"tools", "description", "active"} <= columns
     client = app.test_client()
     make_admin()
@@ -53,18 +55,24 @@ def test_adding_fields_to_a_declaration_keeps_existing_rows(data_dir):
         assert BY_NAME["prompts"].model.select().count() == 1
 
 
-def test_no_secret_is_stored_in_clear(app, api, data_dir):
+def test_no_secret_is_stored_in_clear(app, api, data_dir, database_url):
     user = api.create("users", name="Tom")
     gateway_key = api.create("keys", user=user["id"])["key"]
     api.create("apis", name="OpenAI", base_url="https://api.openai.com/v1", api_key=UPSTREAM_KEY)
-    db.close()
-    raw = b"".join(path.read_bytes() for path in data_dir.glob("data.db*"))
+    if database_url:  # every row of every table, as text
+        with db.connection_context():
+            raw = "\n".join(str(row) for table in db.get_tables()
+                            for row in db.execute_sql(f'SELECT * FROM "{table}"')).encode()
+    else:  # the file's bytes, free pages and WAL included
+        db.close()
+        raw = b"".join(path.read_bytes() for path in data_dir.glob("data.db*"))
     assert raw  # the database (and its WAL) were read
     for secret in (UPSTREAM_KEY, gateway_key, gateway_key[10:]):
         assert secret.encode() not in raw
     assert b"sk-proj" not in raw
 
 
+@pytest.mark.sqlite
 def test_databases_are_private_to_the_servers_user(data_dir):
     import os
 

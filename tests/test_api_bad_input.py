@@ -87,6 +87,7 @@ def test_long_filters_work(api, glue):
     assert [item["id"] for item in response.json["items"]] == [ann["id"]]
 
 
+@pytest.mark.sqlite  # SQLite's own refusal; PostgreSQL's is the test below
 def test_a_filter_the_database_refuses_is_400(api, monkeypatch):
     import peewee
 
@@ -98,6 +99,12 @@ def test_a_filter_the_database_refuses_is_400(api, monkeypatch):
     monkeypatch.setattr(rest.peewee.ModelSelect, "count", refuse)
     body = assert_pocketbase_400(api.get(RECORDS.format("users"), query_string={"filter": "rpm = 1"}))
     assert "parser stack overflow" in body["message"]
+
+
+@pytest.mark.postgresql
+def test_a_filter_postgresql_cannot_type_is_400(api):
+    body = assert_pocketbase_400(api.get(RECORDS.format("users"), query_string={"filter": "name = rpm"}))
+    assert "operator does not exist" in body["message"]
 
 
 @pytest.mark.parametrize("url", ["http://[::1", "http://[::1/v1", "https://[nope]/v1"])

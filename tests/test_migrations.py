@@ -60,6 +60,7 @@ def start(data_dir, monkeypatch):
     return app
 
 
+@pytest.mark.sqlite  # databases made by older, SQLite-only versions
 def test_an_old_and_a_fresh_database_reach_the_same_schema(tmp_path, monkeypatch, caplog):
     old = old_database(tmp_path / "old")
     assert "notes" not in schema(old / "data.db")[0]["users"]
@@ -78,6 +79,7 @@ def test_an_old_and_a_fresh_database_reach_the_same_schema(tmp_path, monkeypatch
         assert conn.execute("SELECT label FROM keys ORDER BY label").fetchall() == [("generated",), ("pasted",)]
 
 
+@pytest.mark.sqlite
 def test_the_superuser_command_upgrades_the_same_way(tmp_path):
     import subprocess
 
@@ -91,6 +93,7 @@ def test_the_superuser_command_upgrades_the_same_way(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite
 def test_eight_servers_starting_at_once_on_an_old_database_all_serve(tmp_path):
     data_dir = old_database(tmp_path / "pb_data")
     env = server_env(data_dir, **OLD_ENV)

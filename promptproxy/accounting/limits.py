@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ from ..data.writer import Writer
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
 HEARTBEAT = 5  # seconds between a process's heartbeats (PostgreSQL)
 DEAD_AFTER = 20  # seconds of silence after which a process's calls stop counting
+
+
+class LimitsUnavailable(Exception):
+    """The counts' database cannot be reached (down, restarting, locked too long):
+    the call cannot be admitted now, and fails cleanly."""
+
+
+def driver_unavailable(exc):
+    """True for the drivers' errors that mean the database, not the statement, failed."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return bool(psycopg) and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 class Limited(Exception):
@@ -227,6 +241,7 @@ class Limiter:
         self.counts = counts_at(location)
         self.writer = writer or Writer("limits", on_stop=self._close)
         self._calls = 0
+        self._unreleased = []  # releases that failed while the database was down, tried again later
         self._stopped = threading.Event()
         self.writer.run(self.counts.open)
         self._heart = None
@@ -237,9 +252,20 @@ class Limiter:
     def _beat(self):
         while not self._stopped.wait(HEARTBEAT):
             try:
-                self.writer.run(self.counts.beat)
+                self.writer.run(self._beat_now)
             except Exception:  # noqa: BLE001 -- the database is down: the next beat tries again
                 self.writer.run(self._reset)
+
+    def _beat_now(self):
+        self.counts.beat()
+        self._release_late()
+
+    def _release_late(self):
+        """Releases that failed while the database was down: a call's slot must not
+        stay taken because it ended at the wrong moment."""
+        while self._unreleased:
+            self._release(*self._unreleased[0])
+            self._unreleased.pop(0)
 
     def _reset(self):
         """After a failure: roll back, and drop a connection that broke."""
@@ -274,6 +300,7 @@ class Limiter:
         minute, day = windows["rpm"], windows["rpd"]
         counts = self.counts
         try:
+            self._release_late()
             counts.begin(subject for subject, _ in applied.values())
             used = dict.fromkeys(applied, 0)
             counted = [(subject, kind, windows[kind]) for kind, (subject, _) in applied.items()
@@ -303,8 +330,13 @@ class Limiter:
                 counts.execute(f"DELETE FROM {counts.WINDOWS} WHERE (kind != 'rpd' AND \"window\" < ?) OR "
                                "(kind = 'rpd' AND \"window\" < ?)", (minute - 1, day - 1))
             counts.execute("COMMIT")
-        except BaseException:
+        except Limited:
             self._reset()
+            raise
+        except BaseException as exc:
+            self._reset()
+            if driver_unavailable(exc):
+                raise LimitsUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
             raise
         return headers
 
@@ -317,7 +349,11 @@ class Limiter:
         counted = "tpm" in ticket.subjects and tokens
         if not (running or counted):
             return
-        self.writer.run(self._release, ticket, running, counted, tokens)
+        try:
+            self.writer.run(self._release, ticket, running, counted, tokens)
+        except Exception:
+            self._unreleased.append((ticket, running, counted, tokens))  # the next admit or beat does it
+            raise
 
     def _release(self, ticket, running, counted, tokens):
         counts = self.counts

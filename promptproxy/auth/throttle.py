@@ -24,7 +24,7 @@ MAX_WAIT = 300
 class LoginFailure(BaseModel):
     key = peewee.CharField(primary_key=True, max_length=64)  # SHA-256 of address and account
     count = peewee.IntegerField(default=0)
-    last = peewee.FloatField(index=True)  # Unix time of the latest failure
+    last = peewee.DoubleField(index=True)  # Unix time of the latest failure
 
     class Meta:
         table_name = "_login_failures"

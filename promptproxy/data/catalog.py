@@ -13,14 +13,17 @@ asks for `fresh()`, which checks the counter at once, and the call sees its own
 writes, on any worker.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
 from ..collections import BY_NAME
 from . import crypto
-from .db import bump_version, connection, read_version, write
+from .db import UNREACHABLE, bump_version, connection, read_version, write
 from .fields import GatewayKey
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,10 +122,18 @@ class Catalog:
 
     def _refresh(self):
         now = self.clock()
-        with connection():
-            version = read_version()
-            if version != self._snapshot.version:
-                self._snapshot = load(version)
+        try:
+            with connection():
+                version = read_version()
+                if version != self._snapshot.version:
+                    self._snapshot = load(version)
+        except UNREACHABLE:
+            if self._snapshot.version < 0:
+                raise
+            # The database is down: go on with what was read last (nobody can
+            # change it meanwhile), and look again on the next call.
+            log.warning("the database is unavailable; calls are checked against the last known data")
+            return
         self._checked = now
 
 

@@ -71,9 +71,11 @@ def _compare(left, op, right, columns):
         else:
             pattern = _literal("%").concat(columns[right.name]).concat(_literal("%"))
         lhs = columns[left.name] if isinstance(left, Name) else _literal(left.value)
-        like = "LIKE" if op == "~" else "NOT LIKE"
-        return peewee.NodeList((lhs, peewee.SQL(like), pattern, peewee.SQL("ESCAPE '\\'")),
-                               parens=True)
+        # Case-insensitive, on the field's text: peewee writes ILIKE as PostgreSQL's
+        # ILIKE and as SQLite's LIKE (which ignores case already and takes any type).
+        matches = peewee.Expression(peewee.Cast(lhs, "TEXT"), peewee.OP.ILIKE,
+                                    peewee.NodeList((pattern, peewee.SQL("ESCAPE '\\'"))))
+        return matches if op == "~" else peewee.Negated(matches)
     # A literal compared with a field is converted by it (e.g. "3" for an integer field).
     sides = []
     for side, other in ((left, right), (right, left)):
@@ -88,12 +90,15 @@ def _compare(left, op, right, columns):
             sides.append(_literal(side.value))
     lhs, rhs = sides
     if op in ("=", "!="):
-        is_op = "IS" if op == "=" else "IS NOT"  # NULL-safe, like PocketBase
+        # NULL-safe, like PocketBase (SQLite's IS and IS NOT; PostgreSQL's IS takes NULL only)
+        is_op = "IS NOT DISTINCT FROM" if op == "=" else "IS DISTINCT FROM"
         if _is_lit(left, "") or _is_lit(right, ""):
             # Like PocketBase, "" stands for "no value": NULL or the empty string.
             other = rhs if _is_lit(left, "") else lhs
-            null, blank = (peewee.Expression(other, is_op, None),
+            null, blank = (peewee.Expression(other, "IS" if op == "=" else "IS NOT", None),
                            peewee.Expression(other, is_op, _literal("")))
             return (null | blank) if op == "=" else (null & blank)
-        return peewee.Expression(lhs, is_op, None if _is_lit(right, None) else rhs)
+        if _is_lit(right, None):
+            return peewee.Expression(lhs, "IS" if op == "=" else "IS NOT", None)
+        return peewee.Expression(lhs, is_op, rhs)
     return peewee.Expression(lhs, op, rhs)

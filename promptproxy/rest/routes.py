@@ -14,6 +14,7 @@ from ..auth import superusers
 from ..auth.throttle import attempt
 from ..collections import BY_NAME
 from ..data import records
+from ..data.db import UNREACHABLE, is_postgresql
 from ..services import services
 from .filter_sql import FilterError, parse_filter, parse_sort
 
@@ -131,10 +132,14 @@ def list_records(name):
     try:
         total = query.count()
         rows = list(query.order_by(*order, collection.model.id).paginate(page, per_page))
-    except (peewee.OperationalError, OverflowError) as exc:
-        if where is None or "locked" in str(exc):
+    except (peewee.OperationalError, peewee.ProgrammingError, peewee.DataError, OverflowError) as exc:
+        # A filter can be well formed yet not run: too deep for SQLite's parser, or
+        # comparing a text with a number in PostgreSQL. The database being down or
+        # locked is not the filter's fault.
+        if where is None or "locked" in str(exc) or (is_postgresql() and isinstance(exc, UNREACHABLE)):
             raise
-        raise ApiError(400, f"Invalid filter: the database could not run it ({exc}).") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ApiError(400, f"Invalid filter: the database could not run it ({reason}).") from None
     return jsonify(page=page, perPage=per_page, totalItems=total,
                    totalPages=math.ceil(total / per_page),
                    items=[collection.to_json(row) for row in rows])

@@ -57,5 +57,6 @@ class Relations(Relation):
         return list(value or [])
 
     def refers_to(self, model, record_id):
-        # Matched in the stored JSON text; the id is passed raw, not JSON-encoded again.
-        return peewee.fn.instr(getattr(model, self.name), peewee.Value(f'"{record_id}"', converter=False)) > 0
+        # Matched in the stored JSON text; the id is passed raw, not JSON-encoded again
+        # (ids are letters and digits, so nothing in them is a LIKE wildcard).
+        return getattr(model, self.name).contains(peewee.Value(f'"{record_id}"', converter=False))
