@@ -48,25 +48,33 @@ def shared_secrets():
     return {"PROMPTPROXY_SECRET_KEY": secrets.token_urlsafe(48), "PROMPTPROXY_ENCRYPTION_KEY": crypto.new_key()}
 
 
+@pytest.fixture(scope="session")
+def test_databases(postgres_cluster):
+    """The database the tests use in turn, emptied after each (see Cluster.emptied)."""
+    current = [postgres_cluster.new_database()]
+    yield current
+    postgres_cluster.drop_database(current[0])
+
+
 @pytest.fixture(autouse=True)
 def database_url(request, monkeypatch):
-    """On PostgreSQL: a fresh database for this test, in the environment as a
-    user sets it (with the shared secrets), dropped afterwards. None on SQLite."""
+    """On PostgreSQL: an empty database for this test, in the environment as a
+    user sets it (with the shared secrets). None on SQLite."""
     if not ON_POSTGRESQL or "tmp_path" not in request.fixturenames:
         yield None
         return
     cluster = request.getfixturevalue("postgres_cluster")
-    url = cluster.new_database()
-    monkeypatch.setenv("PROMPTPROXY_DATABASE_URL", url)
+    current = request.getfixturevalue("test_databases")
+    monkeypatch.setenv("PROMPTPROXY_DATABASE_URL", current[0])
     for name, value in request.getfixturevalue("shared_secrets").items():
         monkeypatch.setenv(name, value)
-    yield url
+    yield current[0]
     if not db.is_closed():
         db.close()
     close_all = getattr(db.obj, "close_all", None)
     if close_all:
         close_all()
-    cluster.drop_database(url)
+    current[0] = cluster.emptied(current[0])
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery"

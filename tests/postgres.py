@@ -50,6 +50,7 @@ class Cluster:
         self.port = free_port()
         self.as_user = []
         self._names = itertools.count(1)
+        self.usual_schema = None  # the tables and columns a test leaves behind (see `emptied`)
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
@@ -101,3 +102,25 @@ class Cluster:
         name = url.rsplit("/", 1)[1]
         with self.admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def emptied(self, url):
+        """`url`'s database with every row deleted and its schema kept (creating a
+        database and its tables for each test would cost more than most tests), or a
+        fresh database when the test left the schema different from the usual one.
+        Returns the URL to use next."""
+        name = url.rsplit("/", 1)[1]
+        with self.admin() as conn:  # servers the test started are gone; their sessions may linger
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid != pg_backend_pid()", (name,))
+        with psycopg.connect(url, autocommit=True) as conn:
+            columns = tuple(conn.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall())
+            tables = sorted({table for table, _, _ in columns} - {"_migrations"})
+            if columns and self.usual_schema is None:
+                self.usual_schema = columns
+            if columns == self.usual_schema:
+                conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+                return url
+        self.drop_database(url)
+        return self.new_database()

@@ -210,9 +210,12 @@ class PostgresCounts:
 
     def close(self, forget):
         if self.conn is not None and not self.conn.closed:
-            if forget:
-                self.execute("DELETE FROM _limit_inflight WHERE pid = ?", (self.process,))
-                self.execute("DELETE FROM _limit_processes WHERE pid = ?", (self.process,))
+            try:
+                if forget:  # a stopping process's calls have ended
+                    self.execute("DELETE FROM _limit_inflight WHERE pid = ?", (self.process,))
+                    self.execute("DELETE FROM _limit_processes WHERE pid = ?", (self.process,))
+            except Exception:  # noqa: BLE001 -- the database is gone: its rows expire with the heartbeat
+                pass
             self.conn.close()
         self.conn = None
 
