@@ -5,7 +5,9 @@
 gunicorn answers a request it cannot read (headers over its limits, a request
 line too long, broken HTTP) with an HTML page before the app ever sees it. This
 worker lets gunicorn choose the status and log as it does, and writes the answer
-as JSON in the format of the path that was asked for (see http_errors.py).
+as JSON in the format of the path that was asked for (see http_errors.py). As
+gunicorn's master starts, the worker class makes the directory where the workers
+keep their Prometheus figures (see metrics_dir.py).
 
 gunicorn's master imports this module before the worker patches the standard
 library: keep its imports to gunicorn and the standard library.
@@ -23,6 +25,13 @@ STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
 
 class GeventWorker(ggevent.GeventWorker):
+
+    @classmethod
+    def check_config(cls, cfg, log):
+        """Run by gunicorn's master once as it starts, before it forks any worker."""
+        from . import metrics_dir
+
+        log.info("Prometheus figures of this server are kept in %s", metrics_dir.prepare())
 
     def handle_exit(self, sig, frame):
         begin_stopping()  # SIGTERM: open live logs end, so the graceful stop is quick
