@@ -24,7 +24,7 @@ def create_app(overrides=None):
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from . import config as settings
-    from .accounting import stats
+    from .accounting import metrics, stats
     from .accounting.limits import Limiter
     from .accounting.recorder import Recorder, close_connection
     from .admin.sessions import AdminOnlySessions
@@ -84,6 +84,7 @@ def create_app(overrides=None):
         limiter=Limiter(limits_location(conf), defaults={
             kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
         throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
+        metrics=metrics.Metrics(),
     ).install(app)
     atexit.register(stop, app)  # write pending request rows when the process ends
 
@@ -92,6 +93,7 @@ def create_app(overrides=None):
     csrf.exempt(proxy)
     app.register_blueprint(api)
     app.register_blueprint(proxy)
+    app.register_blueprint(metrics.page)
     init_admin(app)
     init_errors(app)
 

@@ -54,8 +54,11 @@ def run(argv):
     overrides = {"DATA_DIR": args.dir} if args.dir else {}
     if args.command == "serve":
         from . import create_app
+        from .serving import metrics_dir
         from .serving.server import serve
 
+        kept_in = metrics_dir.prepare()  # before the app imports prometheus_client
+        logging.getLogger(__name__).info("Prometheus figures of this server are kept in %s", kept_in)
         if "PUBLIC_URL" not in overrides and not os.environ.get("PROMPTPROXY_PUBLIC_URL"):
             host, _, port = args.http.rpartition(":")
             shown = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host

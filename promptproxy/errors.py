@@ -15,12 +15,15 @@ log = logging.getLogger(__name__)
 
 
 class ProxyError(Exception):
-    """A refusal of a /v1 call in the caller's error shape, recorded on the request row."""
+    """A refusal of a /v1 call in the caller's error shape, recorded on the request row.
+    `upstream_error` says how the upstream failed when that is the cause (a kind
+    counted in the metrics)."""
 
-    def __init__(self, status, message, code=None, param=None, type_=None, headers=None):
+    def __init__(self, status, message, code=None, param=None, type_=None, headers=None, upstream_error=None):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type_
         self.headers = headers or {}
+        self.upstream_error = upstream_error
 
     def response(self, extra_headers=None, client="openai"):
         if client == "anthropic":

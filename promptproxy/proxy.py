@@ -164,6 +164,7 @@ def limit(call):
     try:
         call.ticket = call.limiter.acquire(call.key, call.user)
     except Limited as over:
+        call.metrics.limited(over.kind)
         raise ProxyError(429, str(over), type_="requests" if over.kind != "tpm" else "tokens",
                          code="rate_limit_exceeded",
                          headers={**over.headers, "Retry-After": str(over.retry_after)}) from None
@@ -195,6 +196,7 @@ def answer(call, upstream, route):
     content_type = upstream.headers.get("Content-Type", "application/json")
     if upstream.status >= 400:
         call.error = error_text(parsed, data)
+        call.upstream_error = f"status_{upstream.status // 100}xx"
         status, body = route.error(upstream.status, parsed, data)
         call.status = status  # what the client was told
         if body is None:
@@ -202,12 +204,12 @@ def answer(call, upstream, route):
         return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
     if not isinstance(parsed, dict):
         raise ProxyError(502, f"The upstream '{call.api.name}' answered with something that is not JSON.",
-                         type_="api_error", code="upstream_error")
+                         type_="api_error", code="upstream_error", upstream_error="invalid")
     try:
         body = route.answer(call, parsed)
     except Refused as exc:
         raise ProxyError(502, f"The upstream's answer could not be translated: {exc}",
-                         type_="api_error", code="upstream_error") from None
+                         type_="api_error", code="upstream_error", upstream_error="invalid") from None
     if call.track:
         call.response_body = parsed
     if body is parsed:  # passed through: send the upstream's own bytes
@@ -260,7 +262,7 @@ def relay(call, upstream, events):
                 piece = upstream.read1(65536)
             except HTTPError as exc:
                 failure = upstream_failure(call.api, exc)
-                call.fail(failure.status, failure.message)
+                call.fail(failure.status, failure.message, failure.upstream_error)
                 yield events.failed(failure.message, failure.code)
                 return
             if not piece:
@@ -286,13 +288,13 @@ def handle(endpoint, rewrite, client="openai"):
     except ProxyError as refused:
         return refused.response(client=client)  # no user to account it to: no row
     parts = services()
-    call = Call(endpoint, key, user, limiter=parts.limiter, recorder=parts.recorder)
+    call = Call(endpoint, key, user, limiter=parts.limiter, recorder=parts.recorder, metrics=parts.metrics)
     try:
         response = proxied(call, snap, rewrite, client)
         if isinstance(response.response, Streamed):
             return response  # its body ends the call when the server closes it
     except ProxyError as refused:
-        call.fail(refused.status, refused.message)
+        call.fail(refused.status, refused.message, refused.upstream_error)
         response = refused.response(limit_headers(call), client)
     except Exception:
         log.exception("unexpected error on %s", request.path)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the types only: importing this module stays cheap
     from urllib3 import HTTPConnectionPool
 
     from .accounting.limits import Limiter
+    from .accounting.metrics import Metrics
     from .accounting.recorder import Recorder
     from .auth.throttle import LoginThrottle
     from .data.catalog import Catalog
@@ -33,6 +34,7 @@ class Services:
     recorder: Recorder  # request rows, written in batches through the writer
     limiter: Limiter  # rate and concurrency limits, in limits.db
     throttle: LoginThrottle  # failed logins, shared by the admin's login and the REST API's
+    metrics: Metrics  # the figures of GET /metrics
     # base URL -> its keep-alive connection pool to that upstream; per app, so that
     # an app's connections end with it
     pools: dict[str, HTTPConnectionPool] = field(default_factory=dict)

@@ -2,8 +2,9 @@
 single end.
 
 `Call.end` is the one way a call ends: it gives the call's rate-limit slot back
-(counting its tokens) and queues its request row, once, whatever happened on
-the way. The proxy (promptproxy/proxy.py) fills a Call in step by step.
+(counting its tokens), queues its request row and counts it in the metrics, once,
+whatever happened on the way. The proxy (promptproxy/proxy.py) fills a Call in
+step by step.
 """
 
 import logging
@@ -32,6 +33,7 @@ class Call:
     stream: bool = False
     status: int = 200
     error: str = None
+    upstream_error: str = None  # how the upstream failed, if it did: a kind, for the metrics
     ticket: object = None  # what the rate limiter admitted; released when the call ends
     usage: dict = None
     ttfb_ms: float = None
@@ -41,18 +43,26 @@ class Call:
     reply_parts: list = field(default_factory=list)
     limiter: object = None
     recorder: object = None
+    metrics: object = None  # none for a Call made outside the proxy (a benchmark's)
     ended: bool = False
+
+    def __post_init__(self):
+        if self.metrics is not None:
+            self.metrics.began()  # in flight until it ends
 
     @property
     def track(self):
         return bool(self.key.track)
 
-    def fail(self, status, error):
+    def fail(self, status, error, upstream_error=None):
         self.status, self.error = status, error
+        if upstream_error and not self.upstream_error:  # the first failure is the cause
+            self.upstream_error = upstream_error
 
     def end(self):
         """The one way a call ends: release its rate-limit slot (counting its
-        tokens), then queue its row. Safe to call again; only the first counts."""
+        tokens), then queue its row and count it. Safe to call again; only the
+        first counts."""
         if self.ended:
             return
         self.ended = True
@@ -67,7 +77,11 @@ class Call:
             except Exception:  # never lose the row over what a client or upstream sent
                 log.exception("the request row of a call could not be built whole")
                 row = self.row(bodies=False)
-            self.recorder.record(row)
+            try:
+                self.recorder.record(row)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.ended(self)
 
     def first_byte(self):
         if self.ttfb_ms is None:

@@ -153,7 +153,7 @@ class OpenAIEvents:
         if not isinstance(chunk, dict):
             return event.raw
         if "error" in chunk:
-            call.status, call.error = 502, error_text(chunk, data)
+            call.fail(502, error_text(chunk, data), "stream_error")
         choices = chunk.get("choices")
         if choices and call.track and isinstance(choices[0], dict):
             choice = choices[0]
@@ -173,7 +173,7 @@ class OpenAIEvents:
     def ended(self):
         if self.done or self.finished:
             return b""
-        self.call.status, self.call.error = 502, "The upstream stream ended before it was complete."
+        self.call.fail(502, "The upstream stream ended before it was complete.", "incomplete")
         return error_event(self.call.error, "upstream_error")
 
     def failed(self, message, code):

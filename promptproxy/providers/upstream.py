@@ -107,9 +107,9 @@ def upstream_failure(api, exc):
     Messages name the api, never its URL or key."""
     if isinstance(exc, NewConnectionError):
         return ProxyError(502, f"The upstream '{api.name}' could not be reached.",
-                          type_="api_error", code="upstream_unreachable")
+                          type_="api_error", code="upstream_unreachable", upstream_error="connection")
     if isinstance(exc, UpstreamTimeout):
         return ProxyError(504, f"The upstream '{api.name}' went silent for {api.timeout} s.",
-                          type_="api_error", code="upstream_timeout")
+                          type_="api_error", code="upstream_timeout", upstream_error="timeout")
     return ProxyError(502, f"The upstream '{api.name}' broke off ({type(exc).__name__}).",
-                      type_="api_error", code="upstream_error")
+                      type_="api_error", code="upstream_error", upstream_error="broken")

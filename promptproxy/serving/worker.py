@@ -5,7 +5,9 @@
 gunicorn answers a request it cannot read (headers over its limits, a request
 line too long, broken HTTP) with an HTML page before the app ever sees it. This
 worker lets gunicorn choose the status and log as it does, and writes the answer
-as JSON in the format of the path that was asked for (see http_errors.py).
+as JSON in the format of the path that was asked for (see http_errors.py). As
+gunicorn's master starts, the worker class makes the directory where the workers
+keep their Prometheus figures (see metrics_dir.py).
 
 gunicorn's master imports this module before the worker patches the standard
 library: keep its imports to gunicorn and the standard library.
@@ -26,15 +28,18 @@ class GeventWorker(ggevent.GeventWorker):
 
     @classmethod
     def check_config(cls, cfg, log):
-        """In gunicorn's master, before any worker starts: refuse settings the app
-        cannot start with, in one line, instead of every worker failing to boot."""
+        """Run by gunicorn's master once as it starts, before it forks any worker:
+        refuse settings the app cannot start with, in one line, instead of every
+        worker failing to boot; then prepare the directory of the metrics' files."""
         from ..config import MissingSetting, check, from_environ
+        from . import metrics_dir
 
         try:
             check(from_environ())
         except MissingSetting as missing:
             log.error("PromptProxy cannot start: %s", missing)
             raise SystemExit(2) from None
+        log.info("Prometheus figures of this server are kept in %s", metrics_dir.prepare())
 
     def handle_exit(self, sig, frame):
         begin_stopping()  # SIGTERM: open live logs end, so the graceful stop is quick

@@ -88,7 +88,7 @@ class AnthropicEvents:
                 self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
                 self.call.usage = openai_usage(self.usage)
             if name == "error":
-                self.call.status, self.call.error = 502, error_text(data, event.data)
+                self.call.fail(502, error_text(data, event.data), "stream_error")
             if name == "content_block_delta":
                 self.call.reply_parts.append((data.get("delta") or {}).get("text") or "")
         self.stopped = self.stopped or name == "message_stop"
@@ -97,7 +97,7 @@ class AnthropicEvents:
     def ended(self):
         if self.stopped or self.call.error:
             return b""
-        self.call.status, self.call.error = 502, "The upstream stream ended before it was complete."
+        self.call.fail(502, "The upstream stream ended before it was complete.", "incomplete")
         return error_event(self.call.error)
 
     def failed(self, message, code):

@@ -58,10 +58,10 @@ class AnthropicToOpenAIEvents:
     def ended(self):
         error = self.translator.error
         if error:
-            self.call.status, self.call.error = 502, error["message"]
+            self.call.fail(502, error["message"], "stream_error")
             return openai.error_event(error["message"], error.get("code") or error.get("type"))
         if not self.stopped:
-            self.call.status, self.call.error = 502, "The upstream stream ended before it was complete."
+            self.call.fail(502, "The upstream stream ended before it was complete.", "incomplete")
             return openai.error_event(self.call.error, "upstream_error")
         return b"data: [DONE]\n\n"
 
