@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HTTP ?= 127.0.0.1:8090
 
-.PHONY: serve test test-fast lint bench screenshots clean
+.PHONY: serve test test-postgresql test-fast lint bench screenshots clean
 
 # Two stamps: `serve` needs only what the image installs, the tests add the dev tools.
 $(BIN)/.runtime: requirements.txt
@@ -21,6 +21,9 @@ serve: $(BIN)/.runtime  ## start PromptProxy on $(HTTP), data in pb_data/
 
 test: $(BIN)/.dev  ## the whole suite, browser, load and packaging tests included
 	$(BIN)/python -m pytest
+
+test-postgresql: $(BIN)/.dev  ## the whole suite again, on a PostgreSQL server of its own (needs initdb)
+	PROMPTPROXY_TEST_DATABASE=postgresql $(BIN)/python -m pytest
 
 test-fast: $(BIN)/.dev  ## everything but the slow tests
 	$(BIN)/python -m pytest -m "not slow"
