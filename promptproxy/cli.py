@@ -175,7 +175,7 @@ def sqlite_data_dir(overrides):
     from . import config
 
     settings = config.from_environ(overrides)
-    if settings.get("DATABASE_URL"):
+    if settings["DATABASE_URL"]:
         print("PROMPTPROXY_DATABASE_URL is set: the data is in PostgreSQL; back it up with pg_dump "
               "and restore it with pg_restore (app.py backup and restore are for SQLite).", file=sys.stderr)
         return None

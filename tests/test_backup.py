@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from promptproxy import config
 from promptproxy.cli import main
+from promptproxy.data import crypto
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, UPSTREAM_SECRET, make_admin
 from .servers import ROOT, app_py, dockerfile_cmd, free_port, running, server_env
@@ -72,6 +72,7 @@ def held_upstream():
 
 # -- the backup of a server under load -------------------------------------------------
 
+@pytest.mark.sqlite
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_backup_taken_while_200_calls_are_in_flight_restores_every_row_committed_before_it(
@@ -171,6 +172,7 @@ def test_a_backup_taken_while_200_calls_are_in_flight_restores_every_row_committ
 
 # -- backup ------------------------------------------------------------------------
 
+@pytest.mark.sqlite
 def test_a_backup_is_one_private_file_that_replaces_nothing_without_force(install, tmp_path, capsys):
     umask = os.umask(0)  # the file is private whatever the umask
     try:
@@ -201,6 +203,7 @@ def test_a_backup_is_one_private_file_that_replaces_nothing_without_force(instal
     assert not list((install / "backups").glob(".*"))  # no partial copy left behind
 
 
+@pytest.mark.sqlite
 def test_a_backup_of_no_database_or_onto_the_database_itself_is_refused(install, tmp_path, capsys):
     assert main(["--dir", str(tmp_path / "empty"), "backup"]) == 1
     assert "No database at" in capsys.readouterr().err
@@ -211,6 +214,7 @@ def test_a_backup_of_no_database_or_onto_the_database_itself_is_refused(install,
 
 # -- restore -----------------------------------------------------------------------
 
+@pytest.mark.sqlite
 @pytest.mark.slow
 def test_restore_refuses_while_a_server_runs_on_the_data_dir(served, data_dir, tmp_path):
     server = served()  # python app.py serve
@@ -263,6 +267,7 @@ def damaged_backup(path, install=None):
                        "users)"),
     (damaged_backup, "is damaged"),
 ], ids=["text", "empty", "another-database", "damaged"])
+@pytest.mark.sqlite
 def test_restore_refuses_a_file_that_is_not_a_sound_promptproxy_database(install, tmp_path, capsys, make, message):
     candidate = tmp_path / "candidate.db"
     if make is damaged_backup:
@@ -281,6 +286,7 @@ def test_restore_refuses_a_file_that_is_not_a_sound_promptproxy_database(install
     assert candidate.read_bytes() == original  # and the file itself untouched
 
 
+@pytest.mark.sqlite
 def test_restore_keeps_the_replaced_database_with_its_uncheckpointed_commits(install, tmp_path, capsys):
     backup_file = tmp_path / "taken.db"
     assert main(["--dir", str(install), "backup", str(backup_file)]) == 0
@@ -307,6 +313,7 @@ def test_restore_keeps_the_replaced_database_with_its_uncheckpointed_commits(ins
     assert stat.S_IMODE((crashed / "data.db").stat().st_mode) == 0o600
 
 
+@pytest.mark.sqlite
 def test_restore_into_a_data_dir_without_the_secrets_says_to_put_them_back(install, tmp_path, capsys):
     backup_file = tmp_path / "taken.db"
     assert main(["--dir", str(install), "backup", str(backup_file)]) == 0
@@ -320,18 +327,16 @@ def test_restore_into_a_data_dir_without_the_secrets_says_to_put_them_back(insta
 
 
 @pytest.mark.parametrize("command", [["backup"], ["restore", "taken.db"]], ids=["backup", "restore"])
-def test_with_postgresql_backup_and_restore_say_to_use_pg_dump(install, monkeypatch, capsys, command):
-    monkeypatch.setitem(config.DEFAULTS, "DATABASE_URL", "")  # the setting, whether this version reads it or not
+def test_with_postgresql_backup_and_restore_say_to_use_pg_dump(data_dir, monkeypatch, capsys, command):
     monkeypatch.setenv("PROMPTPROXY_DATABASE_URL", "postgresql://promptproxy:pw-not-shown@127.0.0.1:5432/pp")
     monkeypatch.setenv("PROMPTPROXY_SECRET_KEY", "s" * 64)
-    monkeypatch.setenv("PROMPTPROXY_ENCRYPTION_KEY", (install / ".encryption_key").read_text())
-    capsys.readouterr()
-    assert main(["--dir", str(install), *command]) == 1
+    monkeypatch.setenv("PROMPTPROXY_ENCRYPTION_KEY", crypto.new_key())
+    assert main(["--dir", str(data_dir), *command]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "pg_dump" in err and "pg_restore" in err
     assert "pw-not-shown" not in err
-    assert not (install / "backups").exists()
+    assert not data_dir.exists()  # nothing made
 
 
 # -- the README ----------------------------------------------------------------------
@@ -343,6 +348,7 @@ def readme_section(title):
     return text[start:end if end != -1 else None]
 
 
+@pytest.mark.sqlite
 def test_the_readme_backup_commands_work(tmp_path):
     """The Backups section's `python app.py` lines, run as written from a directory
     with the default data dir, pb_data/."""
