@@ -40,7 +40,8 @@ def build_parser():
 
     backup = commands.add_parser("backup", help="copy the database, while the server runs (SQLite)")
     backup.add_argument("file", nargs="?",
-                        help="where to write it (default: <data dir>/backups/promptproxy-<UTC time>.db)")
+                        help="the file, or a directory to put promptproxy-<UTC time>.db in "
+                             "(default: <data dir>/backups/)")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     backup.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
 
@@ -189,11 +190,13 @@ def backup_command(args, overrides):
     data_dir = sqlite_data_dir(overrides)
     if data_dir is None:
         return 1
-    target = Path(args.file) if args.file else backup.default_target(data_dir)
+    target = Path(args.file or data_dir / "backups")
+    if not args.file or target.is_dir():
+        target = backup.default_target(target)
     try:
         size = backup.backup(data_dir / "data.db", target, replace=args.force)
-    except backup.Refused as refusal:
-        print(refusal, file=sys.stderr)
+    except (backup.Refused, OSError) as problem:  # OSError: e.g. a directory it may not write to
+        print(problem, file=sys.stderr)
         return 1
     print(f"Backed up {data_dir / 'data.db'} to {target} ({size:,} bytes).")
     files = " and ".join(str(data_dir / name) for name, _ in SECRETS.values())
@@ -217,8 +220,8 @@ def restore_command(args, overrides):
         return 1
     try:
         kept = backup.restore(args.file, data_dir / "data.db")
-    except backup.Refused as refusal:
-        print(refusal, file=sys.stderr)
+    except (backup.Refused, OSError) as problem:
+        print(problem, file=sys.stderr)
         return 1
     print(f"Restored {args.file} as {data_dir / 'data.db'}.")
     if kept:

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -193,6 +194,13 @@ def test_a_backup_is_one_private_file_that_replaces_nothing_without_force(instal
 
         assert main(["--dir", str(install), "backup", str(target), "--force"]) == 0
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+        into = tmp_path / "elsewhere"  # a directory: the file is named there as by default
+        into.mkdir()
+        assert main(["--dir", str(install), "backup", str(into)]) == 0
+        (named,) = into.iterdir()
+        assert re.fullmatch(r"promptproxy-\d{8}T\d{6}Z\.db", named.name)
+        assert admins(named) == [ADMIN_EMAIL]
     finally:
         os.umask(umask)
     assert admins(target) == [ADMIN_EMAIL]
@@ -374,3 +382,33 @@ def test_the_readme_backup_commands_work(tmp_path):
     assert "pg_dump" in section and "PROMPTPROXY_DATABASE_URL" in section
     for name in SECRETS:
         assert name in section
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_the_readme_pg_dump_and_pg_restore_commands_copy_a_promptproxy_database(postgres_cluster, tmp_path):
+    """The Backups section's PostgreSQL lines, run as written: a dump of one
+    PromptProxy database restored into an empty one."""
+    lines = [line.split("   #")[0] for line in readme_section("Backups").splitlines()
+             if line.startswith(("pg_dump ", "pg_restore "))]
+    assert [line.split()[0] for line in lines] == ["pg_dump", "pg_restore"]
+    source, copy = postgres_cluster.new_database(), postgres_cluster.new_database()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
+        env.update(PROMPTPROXY_DATABASE_URL=source, PROMPTPROXY_SECRET_KEY="s" * 64,
+                   PROMPTPROXY_ENCRYPTION_KEY=crypto.new_key())
+        created = subprocess.run([sys.executable, str(ROOT / "app.py"), "--dir", str(tmp_path / "pb_data"),
+                                  "superuser", "create", ADMIN_EMAIL, ADMIN_PASSWORD],
+                                 env=env, capture_output=True, text=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+        dumped = subprocess.run(lines[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert dumped.returncode == 0, dumped.stderr
+        restored = subprocess.run(lines[1], shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                  env={**env, "PROMPTPROXY_DATABASE_URL": copy})
+        assert restored.returncode == 0, restored.stderr
+        with psycopg.connect(copy) as conn:
+            assert conn.execute("SELECT email FROM _superusers").fetchall() == [(ADMIN_EMAIL,)]
+    finally:
+        postgres_cluster.drop_database(source)
+        postgres_cluster.drop_database(copy)

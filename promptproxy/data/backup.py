@@ -44,10 +44,10 @@ def timestamp(now=None):
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
-def default_target(data_dir):
-    """Where `app.py backup` writes when given no file: inside the data dir, so the
-    Docker image's volume keeps it, named by when it was taken."""
-    return Path(data_dir) / "backups" / f"promptproxy-{timestamp()}.db"
+def default_target(directory):
+    """A backup's file in `directory`, named by when it was taken. Given no file,
+    `app.py backup` writes to <data dir>/backups/, which the Docker image's volume keeps."""
+    return Path(directory) / f"promptproxy-{timestamp()}.db"
 
 
 def backup(database, target, replace=False):
