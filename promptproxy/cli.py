@@ -3,6 +3,8 @@
     python app.py serve [--http 127.0.0.1:8090] [--dir pb_data]
     python app.py superuser create|upsert|delete EMAIL [PASSWORD]
     python app.py encryption rotate
+    python app.py backup [FILE] [--force]
+    python app.py restore FILE
 """
 
 import argparse
@@ -10,6 +12,7 @@ import getpass
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def build_parser():
@@ -34,6 +37,17 @@ def build_parser():
                             help="re-encrypt every stored API key with the first key of "
                                  "PROMPTPROXY_ENCRYPTION_KEY")
     encryption.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
+
+    backup = commands.add_parser("backup", help="copy the database, while the server runs (SQLite)")
+    backup.add_argument("file", nargs="?",
+                        help="the file, or a directory to put promptproxy-<UTC time>.db in "
+                             "(default: <data dir>/backups/)")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    backup.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
+
+    restore = commands.add_parser("restore", help="put a backup in place of the database (server stopped)")
+    restore.add_argument("file", help="a file made by `app.py backup`")
+    restore.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
     return parser
 
 
@@ -67,6 +81,10 @@ def run(argv):
         return 0
     if args.command == "encryption":
         return rotate_command(overrides)
+    if args.command == "backup":
+        return backup_command(args, overrides)
+    if args.command == "restore":
+        return restore_command(args, overrides)
     return superuser_command(args, overrides)
 
 
@@ -146,3 +164,73 @@ def rotate_command(overrides):
         print(f"The API key of the api '{name}' cannot be decrypted with any configured key: "
               "type it again in the admin.", file=sys.stderr)
     return 1 if unreadable else 0
+
+
+# The secrets a database needs, and what goes wrong without them (see config.load_secrets).
+SECRETS = {
+    "PROMPTPROXY_SECRET_KEY": (".secret_key", "its gateway keys and API tokens would stop working"),
+    "PROMPTPROXY_ENCRYPTION_KEY": (".encryption_key", "its stored API keys could not be decrypted"),
+}
+
+
+def sqlite_data_dir(overrides):
+    """The data dir whose data.db `backup` and `restore` work on, or None (with a
+    one-line message) when the data is in PostgreSQL, whose own tools do that."""
+    from . import config
+
+    settings = config.from_environ(overrides)
+    if settings["DATABASE_URL"]:
+        print("PROMPTPROXY_DATABASE_URL is set: the data is in PostgreSQL; back it up with pg_dump "
+              "and restore it with pg_restore (app.py backup and restore are for SQLite).", file=sys.stderr)
+        return None
+    return Path(settings["DATA_DIR"])
+
+
+def backup_command(args, overrides):
+    """A consistent copy of data.db taken while the server runs (data/backup.py says how)."""
+    from .data import backup
+
+    data_dir = sqlite_data_dir(overrides)
+    if data_dir is None:
+        return 1
+    target = Path(args.file or data_dir / "backups")
+    if not args.file or target.is_dir():
+        target = backup.default_target(target)
+    try:
+        size = backup.backup(data_dir / "data.db", target, replace=args.force)
+    except (backup.Refused, OSError) as problem:  # OSError: e.g. a directory it may not write to
+        print(problem, file=sys.stderr)
+        return 1
+    print(f"Backed up {data_dir / 'data.db'} to {target} ({size:,} bytes).")
+    files = " and ".join(str(data_dir / name) for name, _ in SECRETS.values())
+    print(f"Keep the secrets too, apart from it: {files} (or {' and '.join(SECRETS)}).")
+    return 0
+
+
+def restore_command(args, overrides):
+    """Put a backup in place of data.db, refusing while a server runs on the data dir:
+    each of its workers holds a lock in the spool directory for as long as it lives."""
+    from .accounting import spool
+    from .data import backup
+
+    data_dir = sqlite_data_dir(overrides)
+    if data_dir is None:
+        return 1
+    workers = spool.live_owners(data_dir / "spool")
+    if workers:
+        print(f"PromptProxy is running on {data_dir} ({len(workers)} worker(s)): stop it, then restore.",
+              file=sys.stderr)
+        return 1
+    try:
+        kept = backup.restore(args.file, data_dir / "data.db")
+    except (backup.Refused, OSError) as problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print(f"Restored {args.file} as {data_dir / 'data.db'}.")
+    if kept:
+        print(f"The database it replaced is kept as {kept}.")
+    for variable, (name, without) in SECRETS.items():
+        if not os.environ.get(variable) and not (data_dir / name).exists():
+            print(f"No {data_dir / name} and no {variable}: put back the one of the install the backup "
+                  f"comes from, or {without}.", file=sys.stderr)
+    return 0

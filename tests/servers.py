@@ -119,6 +119,17 @@ def server_env(data_dir, bin_dir=VENV_BIN, **extra):
     return env
 
 
+def app_py(*args, data_dir=None, input=None):
+    """`python app.py ARGS [--dir DATA_DIR]` from the repository, as an operator runs it;
+    the finished process (returncode, stdout, stderr)."""
+    command = [sys.executable, "app.py", *args]
+    if data_dir is not None:
+        command += ["--dir", str(data_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
+    return subprocess.run(command, cwd=ROOT, env=env, input=input, capture_output=True, text=True,
+                          timeout=60, start_new_session=True)  # no terminal: getpass reads stdin
+
+
 class Running:
     """A server subprocess with its output in a log file."""
 

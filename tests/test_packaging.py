@@ -27,6 +27,7 @@ from .servers import (
     DOCKERFILE,
     ROOT,
     VENV_BIN,
+    app_py,
     dockerfile_cmd,
     dockerfile_env,
     free_port,
@@ -46,15 +47,6 @@ def get(url):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
-
-
-def app_py(*args, data_dir=None, input=None):
-    command = [sys.executable, "app.py", *args]
-    if data_dir is not None:
-        command += ["--dir", str(data_dir)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
-    return subprocess.run(command, cwd=ROOT, env=env, input=input, capture_output=True, text=True,
-                          timeout=60, start_new_session=True)  # no terminal: getpass reads stdin
 
 
 def admins(data_dir):

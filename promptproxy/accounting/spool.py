@@ -99,14 +99,9 @@ class Spool:
             owners = {p.name.split(".")[0] for p in self.directory.glob("*.jsonl")}
             for owner in sorted(owners):
                 lock_path = self.directory / f"{owner}.lock"
-                lock_fd = None
                 try:
-                    lock_fd = os.open(lock_path, os.O_RDWR)
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except FileNotFoundError:
-                    pass  # its owner stopped (or died) after releasing it
+                    lock_fd = _claim(lock_path)
                 except BlockingIOError:
-                    os.close(lock_fd)
                     continue  # alive
                 try:
                     segments = sorted(self.directory.glob(f"{owner}.*.jsonl"),
@@ -124,6 +119,40 @@ class Spool:
         if replayed:
             log.info("replayed %d request rows left in the spool by stopped workers", replayed)
         return replayed
+
+
+def _claim(lock_path):
+    """Lock the lock file of an owner that is gone: its descriptor, or None when the
+    file is gone too (its owner stopped, or died, after releasing it). Raises
+    BlockingIOError while the owner lives and holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def live_owners(directory):
+    """The owners whose process holds its lock in `directory` now. Every worker of a
+    server running on this data dir is one, from the start of its recorder to its
+    exit: this is how `app.py restore` knows that the database is in use."""
+    alive = []
+    for lock_path in sorted(Path(directory).glob("*.lock")):
+        if lock_path.name == "replay.lock":
+            continue
+        try:
+            fd = _claim(lock_path)
+        except BlockingIOError:
+            alive.append(lock_path.stem)
+            continue
+        if fd is not None:
+            os.close(fd)
+    return alive
 
 
 def read(path):
