@@ -124,7 +124,7 @@ def rest(base, method, path, body=None, token=None):
 @pytest.mark.parametrize("public_url", [None, "https://llm.example.com"],
                          ids=["default-link", "public-url"])
 def test_the_dockerfile_cmd_serves_proxied_calls_from_a_venv_of_requirements_txt_alone(
-        tmp_path, upstream, public_url):
+        tmp_path, upstream, public_url, database_url):
     """The image's environment: requirements.txt alone (what the image's pip install
     makes), the Dockerfile's ENV and its exact CMD, bound to loopback."""
     bin_dir = runtime_venv() / "bin"
@@ -153,7 +153,8 @@ def test_the_dockerfile_cmd_serves_proxied_calls_from_a_venv_of_requirements_txt
             status, page = get(base + path)
             assert status == 200, page
             assert "Create your admin account" in page
-        assert (data_dir / "data.db").is_file()
+        # the data in data.db, or in PostgreSQL with nothing in the data dir that another instance needs
+        assert (data_dir / "data.db").is_file() == (database_url is None)
 
         # Provisioned as a script would: an admin from the command line (as
         # `docker exec` runs it), then everything else through the REST API.
@@ -202,7 +203,7 @@ def test_the_dockerfile_cmd_serves_proxied_calls_from_a_venv_of_requirements_txt
 # -- python app.py serve -----------------------------------------------------
 
 @pytest.mark.slow
-def test_app_py_serve_starts_creates_the_data_dir_and_prints_its_own_link(tmp_path):
+def test_app_py_serve_starts_creates_the_data_dir_and_prints_its_own_link(tmp_path, database_url):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     data_dir = tmp_path / "fresh" / "pb_data"
@@ -217,7 +218,7 @@ def test_app_py_serve_starts_creates_the_data_dir_and_prints_its_own_link(tmp_pa
         assert status == 200 and "Create your admin account" in page
         status, page = get(base + "/_/setup/" + "0" * 32)
         assert status == 200 and "Create your admin account" not in page  # redirected home
-        assert (data_dir / "data.db").is_file()
+        assert (data_dir / "data.db").is_file() == (database_url is None)
         assert not (tmp_path / "not-this-one").exists()
     assert server.process.returncode is not None
 

@@ -144,29 +144,46 @@ def test_spool_files_are_private(app, data_dir):
 # -- with the real servers ------------------------------------------------------------
 
 @contextlib.contextmanager
-def write_lock(path):
-    """Another process's write lock on an SQLite file (a connection of our own)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+def write_lock(data_dir, database_url, what="data"):
+    """Another process's lock that holds back PromptProxy's writes of request rows
+    (`what` = "data") or of rate-limit counts ("limits"), reads going on: SQLite's
+    write lock on data.db or limits.db, or on PostgreSQL an EXCLUSIVE lock on
+    the tables they go to (a connection of our own)."""
+    if database_url:
+        import psycopg
+
+        tables = {"data": ["requests"], "limits": ["_limit_windows", "_limit_inflight"]}[what]
+        conn = psycopg.connect(database_url, autocommit=True)
+        begin, end = "BEGIN; LOCK TABLE " + ", ".join(tables) + " IN EXCLUSIVE MODE", "ROLLBACK"
+    else:
+        conn = sqlite3.connect(data_dir / f"{what}.db", isolation_level=None, timeout=10)
+        begin, end = "BEGIN IMMEDIATE", "ROLLBACK"
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        for statement in begin.split("; "):
+            conn.execute(statement)
         yield
     finally:
-        conn.execute("ROLLBACK")
+        conn.execute(end)
         conn.close()
 
 
-def count_rows(data_dir):
+def count_rows(data_dir, database_url):
+    if database_url:
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            return conn.execute('SELECT count(*) FROM "requests"').fetchone()[0]
     with contextlib.closing(sqlite3.connect(data_dir / "data.db", timeout=10)) as conn:
         return conn.execute('SELECT count(*) FROM "requests"').fetchone()[0]
 
 
-def wait_for_rows(data_dir, expected, timeout=30):
+def wait_for_rows(data_dir, database_url, expected, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if count_rows(data_dir) >= expected:
-            return count_rows(data_dir)
+        if count_rows(data_dir, database_url) >= expected:
+            return count_rows(data_dir, database_url)
         time.sleep(0.05)
-    return count_rows(data_dir)
+    return count_rows(data_dir, database_url)
 
 
 def worker_pids(master):
@@ -175,7 +192,7 @@ def worker_pids(master):
 
 
 @pytest.mark.slow
-def test_rows_of_finished_calls_survive_a_killed_gunicorn_worker(gateway, served, data_dir):
+def test_rows_of_finished_calls_survive_a_killed_gunicorn_worker(gateway, served, data_dir, database_url):
     cmd = [("127.0.0.1:{port}" if arg.startswith("0.0.0.0:") else arg) for arg in dockerfile_cmd()]
     cmd[cmd.index("--workers") + 1] = "1"
     server = served(cmd)
@@ -184,7 +201,7 @@ def test_rows_of_finished_calls_survive_a_killed_gunicorn_worker(gateway, served
     client = gateway.client()
     # Hold the database so no batch can be committed: the rows exist only in the
     # worker's memory and its spool when it dies.
-    with write_lock(data_dir / "data.db"):
+    with write_lock(data_dir, database_url):
         for i in range(5):
             assert client.chat.completions.create(model="gpt", messages=[
                 {"role": "user", "content": f"call {i}"}]).choices[0].message.content == f"echo: call {i}"
@@ -192,16 +209,16 @@ def test_rows_of_finished_calls_survive_a_killed_gunicorn_worker(gateway, served
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: hello there"
         import os
         os.kill(worker, signal.SIGKILL)
-    assert wait_for_rows(data_dir, 6) == 6, server.log()[-3000:]  # the new worker replays the spool
+    assert wait_for_rows(data_dir, database_url, 6) == 6, server.log()[-3000:]  # the new worker replays the spool
     rows = stored()
     assert sorted(row.user_message for row in rows) == sorted([f"call {i}" for i in range(5)] + ["hello there"])
     assert [row for row in rows if row.stream][0].total_tokens  # usage counted in the streamed row
     server.stop()
-    assert count_rows(data_dir) == 6  # the graceful stop wrote nothing twice
+    assert count_rows(data_dir, database_url) == 6  # the graceful stop wrote nothing twice
 
 
 @pytest.mark.slow
-def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, data_dir):
+def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, data_dir, database_url):
     server = served()
     gateway.url = server.url
     limited = gateway.create("keys", user=gateway.user.id, label="limited", rpm=1000)
@@ -221,7 +238,7 @@ def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, dat
     while not all(arrivals) and time.monotonic() < deadline:
         time.sleep(0.01)
     limited_call = {}
-    with write_lock(data_dir / "data.db"), write_lock(data_dir / "limits.db"):
+    with write_lock(data_dir, database_url), write_lock(data_dir, database_url, "limits"):
         locked = time.monotonic()
 
         def call_with_a_limit():
@@ -233,7 +250,7 @@ def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, dat
         for thread in threads:
             thread.join(10)  # the streams end while the lock is held
         ended = time.monotonic()
-        assert count_rows(data_dir) == 0  # nothing could be committed yet
+        assert count_rows(data_dir, database_url) == 0  # nothing could be committed yet
         time.sleep(max(0, 2 - (ended - locked)))  # hold the lock for 2 s in all
         released = time.monotonic()
     waiting.join(15)
@@ -243,4 +260,4 @@ def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, dat
     assert worst <= gap + 0.05, f"a chunk gap of {worst * 1000:.0f} ms"
     assert ended < released
     assert limited_call["answer"] == "echo: hello there" and limited_call["done"] >= released  # it waited
-    assert wait_for_rows(data_dir, streams + 1) == streams + 1, server.log()[-3000:]
+    assert wait_for_rows(data_dir, database_url, streams + 1) == streams + 1, server.log()[-3000:]
