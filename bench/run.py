@@ -1,7 +1,9 @@
 """PromptProxy's benchmark: `make bench` (or `python bench/run.py`).
 
 Starts a fast fake upstream and PromptProxy under gunicorn's gevent worker with
-exactly the Docker image's command, on a fresh data directory; provisions a user,
+exactly the Docker image's command, on a fresh data directory with SQLite, then
+again on a fresh PostgreSQL database (a server the benchmark starts, as the
+tests do; `--databases sqlite` skips it); provisions a user,
 keys, an api, a model and a prompt through the REST API; then measures, in one
 run, direct to the upstream and through PromptProxy with a prompt applied and
 request rows on:
@@ -39,6 +41,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: PromptProxy and the tests' PostgreSQL helper
+    sys.path.insert(0, str(ROOT))
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -68,10 +72,15 @@ def gunicorn_cmd(port, workers):
     return cmd
 
 
-def env_for(data_dir):
+def env_for(data_dir, database=None):
+    """The server's environment: the data dir, and with PostgreSQL its URL and the
+    shared secrets (`database` = {"url": ..., "secrets": {...}})."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPROXY_")}
     env["PATH"] = f"{Path(PY).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PROMPTPROXY_DATA_DIR"] = str(data_dir)
+    if database:
+        env["PROMPTPROXY_DATABASE_URL"] = database["url"]
+        env.update(database["secrets"])
     return env
 
 
@@ -164,8 +173,8 @@ def provision(base, upstream_url):
     return keys
 
 
-def start_proxy(port, data_dir, workers, log):
-    proxy = Proc(gunicorn_cmd(port, workers), env_for(data_dir), log)
+def start_proxy(port, data_dir, workers, log, database=None):
+    proxy = Proc(gunicorn_cmd(port, workers), env_for(data_dir, database), log)
     wait_for(lambda: http("GET", f"http://127.0.0.1:{port}/api/health")[0] == 200)
     wait_for(lambda: len(proxy.workers()) == workers)
     return proxy
@@ -264,18 +273,40 @@ def sample_rss(pids, stop, peak):
         stop.wait(0.05)
 
 
-def count_rows(data_dir):
-    with sqlite3.connect(Path(data_dir) / "data.db") as conn:
+def count_rows(data_dir, database=None):
+    if database:
+        import psycopg
+
+        conn = psycopg.connect(database["url"])
+    else:
+        conn = sqlite3.connect(Path(data_dir) / "data.db")
+    try:
         rows = dict(conn.execute("SELECT k.label, count(*) FROM requests r JOIN keys k ON k.id = r.key "
-                                 "GROUP BY k.label"))
+                                 "GROUP BY k.label").fetchall())
         counted = conn.execute("SELECT count(*) FROM requests r JOIN keys k ON k.id = r.key "
                                "WHERE k.label = 'streams' AND r.total_tokens = 32").fetchone()[0]
+    finally:
+        conn.close()
     return rows, counted
+
+
+def postgresql():
+    """A PostgreSQL server of the benchmark's own, and the settings of a fresh
+    database on it (the same cluster the tests start)."""
+    import secrets
+
+    from promptproxy.data import crypto
+    from tests.postgres import Cluster
+
+    cluster = Cluster().start()
+    return cluster, {"url": cluster.new_database(),
+                     "secrets": {"PROMPTPROXY_SECRET_KEY": secrets.token_urlsafe(48),
+                                 "PROMPTPROXY_ENCRYPTION_KEY": crypto.new_key()}}
 
 
 # -- the run ------------------------------------------------------------------------
 
-def run(quick=False):
+def run(quick=False, database=None):
     seconds = 2 if quick else 8
     n_streams = 50 if quick else 500
     n_exact = 200 if quick else 2000
@@ -289,17 +320,17 @@ def run(quick=False):
     try:
         wait_for(lambda: socket.create_connection(("127.0.0.1", upstream_port)).close() or True)
         subprocess.run([PY, "app.py", "superuser", "create", *ADMIN, "--dir", str(data_dir)],
-                       cwd=ROOT, check=True, capture_output=True)
+                       cwd=ROOT, check=True, capture_output=True, env=env_for(data_dir, database))
 
         port = free_port()
-        proxy = start_proxy(port, data_dir, 1, scratch / "provision.log")
+        proxy = start_proxy(port, data_dir, 1, scratch / "provision.log", database)
         base = f"http://127.0.0.1:{port}"
         keys = provision(base, upstream_url)
         proxy.stop()
 
         # Startup: a restart on an existing database, to the first proxied answer.
         started = time.perf_counter()
-        proxy = Proc(gunicorn_cmd(port, 1), env_for(data_dir), scratch / "proxy-1.log")
+        proxy = Proc(gunicorn_cmd(port, 1), env_for(data_dir, database), scratch / "proxy-1.log")
         wait_for(lambda: http("POST", base + "/v1/chat/completions", CHAT,
                               {"Authorization": f"Bearer {keys['warmup']}"})[0] == 200)
         results["startup_s"] = time.perf_counter() - started
@@ -323,7 +354,7 @@ def run(quick=False):
 
         # Streams: two workers, every stream at once.
         results["direct_streams"] = streams(upstream_url, n_streams, None, "bench")
-        proxy = start_proxy(port, data_dir, 2, scratch / "proxy-2.log")
+        proxy = start_proxy(port, data_dir, 2, scratch / "proxy-2.log", database)
         workers = proxy.workers()
         stop, peak = threading.Event(), {}
         sampler = threading.Thread(target=sample_rss, args=(workers, stop, peak))
@@ -337,7 +368,7 @@ def run(quick=False):
         results["revocation_ms"] = revocation_ms(base, keys)
         proxy.stop()  # SIGTERM: pending rows are flushed
 
-        rows, counted = count_rows(data_dir)
+        rows, counted = count_rows(data_dir, database)
         results["rows"] = {"exact": (rows.get("exact", 0), n_exact),
                            "streams": (rows.get("streams", 0), n_streams),
                            "wrk": (rows.get("wrk", 0), sum(results[f"proxy_c{c}"]["requests"] for c in (1, 16, 64)))}
@@ -355,7 +386,8 @@ def verdict(ok):
     return "yes" if ok else "**no**"
 
 
-def table(r):
+def measures(r):
+    """One run's table rows as Markdown: measure | direct | PromptProxy | target | met."""
     d1, p1 = r["direct_c1"], r["proxy_c1"]
     added50, added99 = p1["p50"] - d1["p50"], p1["p99"] - d1["p99"]
     ds, ps = r["direct_streams"], r["proxy_streams"]
@@ -363,8 +395,6 @@ def table(r):
     stream_rows, stream_sent = r["rows"]["streams"]
     wrk_rows, wrk_done = r["rows"]["wrk"]
     lines = [
-        "| Measure | Direct | PromptProxy | Target | Met |",
-        "|---|---|---|---|---|",
         f"| c=1 latency p50 / p99 (ms) | {d1['p50']:.2f} / {d1['p99']:.2f} | {p1['p50']:.2f} / {p1['p99']:.2f} | | |",
         f"| added latency p50 / p99, c=1 (ms) | | {added50:.2f} / {added99:.2f} | p50 ≤ 1.0 | {verdict(added50 <= 1.0)} |",
     ]
@@ -400,6 +430,21 @@ def table(r):
         f"| request rows / wrk's completed requests (wrk may stop with calls in flight) | | {wrk_rows} / {wrk_done} | ≥ | "
         f"{verdict(wrk_rows >= wrk_done)} |",
     ]
+    return lines
+
+
+def table(runs):
+    """The runs {database: results} side by side: one PromptProxy column per
+    database, the direct figures of the first run, met only when met on all."""
+    names = list(runs)
+    header = ["Measure", "Direct"] + [f"PromptProxy, {name}" for name in names] + ["Target", "Met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    per_run = [[[cell.strip() for cell in line.split("|")[1:-1]] for line in measures(runs[name])]
+               for name in names]
+    for cells in zip(*per_run):
+        measure, direct, _, target, _ = cells[0]
+        met = " / ".join(dict.fromkeys(run[4] for run in cells if run[4])) if any(run[4] for run in cells) else ""
+        lines.append("| " + " | ".join([measure, direct, *(run[2] for run in cells), target, met]) + " |")
     return "\n".join(lines)
 
 
@@ -431,11 +476,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--out", help="where to write the Markdown (default: docs/benchmarks.md, not with --quick)")
+    parser.add_argument("--databases", default="sqlite,postgresql",
+                        help="comma-separated: sqlite, postgresql (default: both, side by side)")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
-    results = run(args.quick)
-    text = table(results)
+    runs = {}
+    for name in args.databases.split(","):
+        if name == "sqlite":
+            runs["SQLite"] = run(args.quick)
+        elif name == "postgresql":
+            cluster, database = postgresql()
+            try:
+                runs["PostgreSQL"] = run(args.quick, database)
+            finally:
+                cluster.stop()
+        else:
+            sys.exit(f"unknown database {name!r}: sqlite or postgresql")
+    text = table(runs)
     print(text)
     out = args.out or (None if args.quick else ROOT / "docs" / "benchmarks.md")
     if out:
@@ -443,8 +501,9 @@ def main(argv=None):
             f"# Benchmarks\n\n`make bench` on {dt.date.today().isoformat()}: {versions()}.\n"
             "Load tool, upstream and proxy share the machine's cores. PromptProxy runs with a stored prompt "
             "applied and request rows on, under the Docker image's gunicorn command (one gevent worker; two "
-            "for the streams).\n\n" + text + "\n\n" + NOTES)
-    return results
+            "for the streams). Each column is its own run, on SQLite (the default) and on PostgreSQL on the "
+            "same machine.\n\n" + text + "\n\n" + NOTES)
+    return runs
 
 
 if __name__ == "__main__":
