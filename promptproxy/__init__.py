@@ -19,11 +19,17 @@ log = logging.getLogger("promptproxy")
 
 
 def create_app(overrides=None):
+    from . import config as settings
+    from .data import load_peewee
+
+    conf = settings.from_environ(overrides)
+    settings.check(conf)
+    load_peewee(postgresql=bool(conf["DATABASE_URL"]))
+
     from flask import Flask
     from flask_wtf.csrf import CSRFProtect
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from . import config as settings
     from .accounting import metrics, stats
     from .accounting.limits import Limiter
     from .accounting.recorder import Recorder, close_connection
@@ -35,8 +41,6 @@ def create_app(overrides=None):
     from .data.writer import Writer
     from .services import Services
 
-    conf = settings.from_environ(overrides)
-    settings.check(conf)
     if not logging.getLogger().handlers:  # under gunicorn; the CLI configures its own
         logging.basicConfig(level=conf["LOG_LEVEL"],
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -297,3 +297,16 @@ def test_superuser_create_makes_a_missing_data_dir(tmp_path):
     result = app_py("superuser", "create", "root@example.com", "long enough", data_dir=data_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(admins(data_dir)) == {"root@example.com"}
+
+
+@pytest.mark.sqlite
+def test_an_sqlite_server_leaves_the_postgresql_driver_unloaded(tmp_path):
+    """psycopg and its bundled libpq would cost every SQLite worker about 11 MiB."""
+    script = ("import sys; from promptproxy import create_app; create_app(); "
+              "print(sorted(m for m in sys.modules if m.startswith('psycopg')))")
+    env = server_env(tmp_path / "pb_data")
+    env.pop("PROMPTPROXY_DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -122,6 +122,8 @@ def open_database(settings):
     <DATA_DIR>/data.db, created if needed (private to this user)."""
     url = settings.get("DATABASE_URL")
     if url:
+        if peewee.psycopg is None:
+            raise RuntimeError("peewee was imported without psycopg (see data.load_peewee)")
         database = PooledPostgresqlDatabase(
             url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url,
             max_connections=settings.get("DATABASE_POOL", 20),
