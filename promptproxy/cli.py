@@ -3,6 +3,7 @@
     python app.py serve [--http 127.0.0.1:8090] [--dir pb_data]
     python app.py superuser create|upsert|delete EMAIL [PASSWORD]
     python app.py encryption rotate
+    python app.py copy-data --to postgresql://user:password@host:5432/dbname
 """
 
 import argparse
@@ -10,6 +11,7 @@ import getpass
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def build_parser():
@@ -34,6 +36,15 @@ def build_parser():
                             help="re-encrypt every stored API key with the first key of "
                                  "PROMPTPROXY_ENCRYPTION_KEY")
     encryption.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
+
+    copy_data = commands.add_parser(
+        "copy-data", help="copy everything into another, empty database (to move to PostgreSQL)",
+        description="Copy admins, records with their ids, request rows and usage figures from the "
+                    "current database into an empty one. Stop the server first: calls made during "
+                    "the copy are not in it.")
+    copy_data.add_argument("--to", required=True, metavar="URL",
+                           help="postgresql://user:password@host:5432/dbname (or sqlite:///DIR/data.db)")
+    copy_data.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
     return parser
 
 
@@ -67,6 +78,8 @@ def run(argv):
         return 0
     if args.command == "encryption":
         return rotate_command(overrides)
+    if args.command == "copy-data":
+        return copy_command(args.to, overrides)
     return superuser_command(args, overrides)
 
 
@@ -146,3 +159,78 @@ def rotate_command(overrides):
         print(f"The API key of the api '{name}' cannot be decrypted with any configured key: "
               "type it again in the admin.", file=sys.stderr)
     return 1 if unreadable else 0
+
+
+def copy_command(url, overrides):
+    """Copy the current database (data.db, or PROMPTPROXY_DATABASE_URL's) into the
+    empty one at `url`, then say what a server on it needs: the same secrets,
+    since gateway keys are stored as HMACs under the secret key and api keys are
+    encrypted with the encryption key."""
+    import time
+
+    import peewee
+
+    from . import config, declared_models
+    from .data import copy
+    from .data.db import db
+
+    settings = config.from_environ(overrides)
+    data_file = Path(settings["DATA_DIR"]).resolve() / "data.db"
+    if not settings["DATABASE_URL"] and not data_file.exists():
+        print(f"copy-data: nothing to copy, there is no {data_file} (name the data directory with --dir).",
+              file=sys.stderr)
+        return 1
+    source = copy.masked(settings["DATABASE_URL"]) if settings["DATABASE_URL"] else str(data_file)
+    try:
+        open_data(overrides)
+    except (peewee.DatabaseError, peewee.InterfaceError) as error:
+        print(f"copy-data: cannot open {source}: {copy.reason(error, settings['DATABASE_URL'])}", file=sys.stderr)
+        return 1
+    print(f"Copying {source} into {copy.masked(url)}:")
+
+    def copied(table, rows, changed):
+        note = f" ({changed} text value(s) held NUL characters, which PostgreSQL cannot store: " \
+               "now U+FFFD)" if changed else ""
+        print(f"  {table:<16} {rows:>9} row{'' if rows == 1 else 's'}{note}")
+
+    started = time.monotonic()
+    try:
+        total = copy.copy_data(db.obj, url, declared_models(), on_table=copied)
+    except copy.CopyRefused as refused:
+        print(f"copy-data: {refused}", file=sys.stderr)
+        return 1
+    finally:
+        close_all = getattr(db.obj, "close_all", None)  # PostgreSQL's pool
+        if close_all:
+            close_all()
+        elif not db.is_closed():
+            db.close()
+    print(f"Copied {total} rows in {time.monotonic() - started:.1f} s.")
+    for line in next_steps(url, settings["DATA_DIR"]):
+        print(line)
+    return 0
+
+
+def next_steps(url, data_dir):
+    """What to set for a server on the copy: its database and the same two secrets."""
+    from .config import SECRET_FILES
+    from .data import copy
+
+    target = Path(url[len(copy.SQLITE):]).resolve().parent if url.startswith(copy.SQLITE) else None
+    if target:
+        lines = [f"Next: stop the server, then start it with --dir {target} and:"]
+    else:
+        lines = ["Next: stop the server, then start every instance with:",
+                 f"  PROMPTPROXY_DATABASE_URL={copy.masked(url)}"
+                 + (" (with its password in place of ***)" if copy.passwords(url) else "")]
+    for name, filename in SECRET_FILES.items():
+        if os.environ.get(name):
+            lines.append(f"  {name} with the value it has now")
+        elif target:
+            lines.append(f"  {(Path(data_dir) / filename).resolve()} copied into {target} "
+                         f"(or {name} set to its contents)")
+        else:
+            lines.append(f"  {name} set to the contents of {(Path(data_dir) / filename).resolve()}")
+    lines.append("Gateway keys are stored as HMACs under the secret key and api keys are encrypted with "
+                 "the encryption key: with other values, no gateway key or api key works on the copy.")
+    return lines

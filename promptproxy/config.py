@@ -82,6 +82,8 @@ class MissingSetting(RuntimeError):
 
 
 SHARED_SECRETS = ("PROMPTPROXY_SECRET_KEY", "PROMPTPROXY_ENCRYPTION_KEY")
+# The file in the data directory each secret is generated into when it is not set.
+SECRET_FILES = {"PROMPTPROXY_SECRET_KEY": ".secret_key", "PROMPTPROXY_ENCRYPTION_KEY": ".encryption_key"}
 
 
 def check(config):
@@ -102,8 +104,8 @@ def load_secrets(data_dir):
     from .data import crypto
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", ".secret_key",
+    session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", SECRET_FILES["PROMPTPROXY_SECRET_KEY"],
                                  lambda: secrets.token_urlsafe(48))
-    encryption_key = secret_from(data_dir, "PROMPTPROXY_ENCRYPTION_KEY", ".encryption_key",
-                                 crypto.new_key)
+    encryption_key = secret_from(data_dir, "PROMPTPROXY_ENCRYPTION_KEY",
+                                 SECRET_FILES["PROMPTPROXY_ENCRYPTION_KEY"], crypto.new_key)
     return session_secret, encryption_key
