@@ -212,6 +212,7 @@ def reason(error, url):
 
 
 def passwords(url):
+    """The password `url` carries, as written and decoded (longest first); [] for none."""
     try:
         parts = urlsplit(url)
     except ValueError:
