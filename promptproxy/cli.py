@@ -5,6 +5,7 @@
     python app.py encryption rotate
     python app.py backup [FILE] [--force]
     python app.py restore FILE
+    python app.py copy-data --to postgresql://user:password@host:5432/dbname
 """
 
 import argparse
@@ -48,6 +49,14 @@ def build_parser():
     restore = commands.add_parser("restore", help="put a backup in place of the database (server stopped)")
     restore.add_argument("file", help="a file made by `app.py backup`")
     restore.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
+    copy_data = commands.add_parser(
+        "copy-data", help="copy everything into another, empty database (to move to PostgreSQL)",
+        description="Copy admins, records with their ids, request rows and usage figures from the "
+                    "current database into an empty one. Stop the server first: calls made during "
+                    "the copy are not in it.")
+    copy_data.add_argument("--to", required=True, metavar="URL",
+                           help="postgresql://user:password@host:5432/dbname (or sqlite:///DIR/data.db)")
+    copy_data.add_argument("--dir", default=argparse.SUPPRESS, help="data directory")
     return parser
 
 
@@ -85,6 +94,8 @@ def run(argv):
         return backup_command(args, overrides)
     if args.command == "restore":
         return restore_command(args, overrides)
+    if args.command == "copy-data":
+        return copy_command(args.to, overrides)
     return superuser_command(args, overrides)
 
 
@@ -166,10 +177,10 @@ def rotate_command(overrides):
     return 1 if unreadable else 0
 
 
-# The secrets a database needs, and what goes wrong without them (see config.load_secrets).
-SECRETS = {
-    "PROMPTPROXY_SECRET_KEY": (".secret_key", "its gateway keys and API tokens would stop working"),
-    "PROMPTPROXY_ENCRYPTION_KEY": (".encryption_key", "its stored API keys could not be decrypted"),
+# What goes wrong without each secret a database needs (their files: config.SECRET_FILES).
+WITHOUT = {
+    "PROMPTPROXY_SECRET_KEY": "its gateway keys and API tokens would stop working",
+    "PROMPTPROXY_ENCRYPTION_KEY": "its stored API keys could not be decrypted",
 }
 
 
@@ -202,8 +213,10 @@ def backup_command(args, overrides):
         print(problem, file=sys.stderr)
         return 1
     print(f"Backed up {data_dir / 'data.db'} to {target} ({size:,} bytes).")
-    files = " and ".join(str(data_dir / name) for name, _ in SECRETS.values())
-    print(f"Keep the secrets too, apart from it: {files} (or {' and '.join(SECRETS)}).")
+    from .config import SECRET_FILES
+
+    files = " and ".join(str(data_dir / name) for name in SECRET_FILES.values())
+    print(f"Keep the secrets too, apart from it: {files} (or {' and '.join(SECRET_FILES)}).")
     return 0
 
 
@@ -229,8 +242,83 @@ def restore_command(args, overrides):
     print(f"Restored {args.file} as {data_dir / 'data.db'}.")
     if kept:
         print(f"The database it replaced is kept as {kept}.")
-    for variable, (name, without) in SECRETS.items():
+    from .config import SECRET_FILES
+
+    for variable, name in SECRET_FILES.items():
         if not os.environ.get(variable) and not (data_dir / name).exists():
             print(f"No {data_dir / name} and no {variable}: put back the one of the install the backup "
-                  f"comes from, or {without}.", file=sys.stderr)
+                  f"comes from, or {WITHOUT[variable]}.", file=sys.stderr)
     return 0
+def copy_command(url, overrides):
+    """Copy the current database (data.db, or PROMPTPROXY_DATABASE_URL's) into the
+    empty one at `url`, then say what a server on it needs: the same secrets,
+    since gateway keys are stored as HMACs under the secret key and api keys are
+    encrypted with the encryption key."""
+    import time
+
+    import peewee
+
+    from . import config, declared_models
+    from .data import copy
+    from .data.db import db
+
+    settings = config.from_environ(overrides)
+    data_file = Path(settings["DATA_DIR"]).resolve() / "data.db"
+    if not settings["DATABASE_URL"] and not data_file.exists():
+        print(f"copy-data: nothing to copy, there is no {data_file} (name the data directory with --dir).",
+              file=sys.stderr)
+        return 1
+    source = copy.masked(settings["DATABASE_URL"]) if settings["DATABASE_URL"] else str(data_file)
+    try:
+        open_data(overrides)
+    except (peewee.DatabaseError, peewee.InterfaceError) as error:
+        print(f"copy-data: cannot open {source}: {copy.reason(error, settings['DATABASE_URL'])}", file=sys.stderr)
+        return 1
+    print(f"Copying {source} into {copy.masked(url)}:")
+
+    def copied(table, rows, changed):
+        note = f" ({changed} text value(s) held NUL characters, which PostgreSQL cannot store: " \
+               "now U+FFFD)" if changed else ""
+        print(f"  {table:<16} {rows:>9} row{'' if rows == 1 else 's'}{note}")
+
+    started = time.monotonic()
+    try:
+        total = copy.copy_data(db.obj, url, declared_models(), on_table=copied)
+    except copy.CopyRefused as refused:
+        print(f"copy-data: {refused}", file=sys.stderr)
+        return 1
+    finally:
+        close_all = getattr(db.obj, "close_all", None)  # PostgreSQL's pool
+        if close_all:
+            close_all()
+        elif not db.is_closed():
+            db.close()
+    print(f"Copied {total} rows in {time.monotonic() - started:.1f} s.")
+    for line in next_steps(url, settings["DATA_DIR"]):
+        print(line)
+    return 0
+
+
+def next_steps(url, data_dir):
+    """What to set for a server on the copy: its database and the same two secrets."""
+    from .config import SECRET_FILES
+    from .data import copy
+
+    target = Path(url[len(copy.SQLITE):]).resolve().parent if url.startswith(copy.SQLITE) else None
+    if target:
+        lines = [f"Next: stop the server, then start it with --dir {target} and:"]
+    else:
+        lines = ["Next: stop the server, then start every instance with:",
+                 f"  PROMPTPROXY_DATABASE_URL={copy.masked(url)}"
+                 + (" (with its password in place of ***)" if copy.passwords(url) else "")]
+    for name, filename in SECRET_FILES.items():
+        if os.environ.get(name):
+            lines.append(f"  {name} with the value it has now")
+        elif target:
+            lines.append(f"  {(Path(data_dir) / filename).resolve()} copied into {target} "
+                         f"(or {name} set to its contents)")
+        else:
+            lines.append(f"  {name} set to the contents of {(Path(data_dir) / filename).resolve()}")
+    lines.append("Gateway keys are stored as HMACs under the secret key and api keys are encrypted with "
+                 "the encryption key: with other values, no gateway key or api key works on the copy.")
+    return lines

@@ -81,7 +81,9 @@ class MissingSetting(RuntimeError):
     """A setting the server cannot start without; the message is one line naming it."""
 
 
-SHARED_SECRETS = ("PROMPTPROXY_SECRET_KEY", "PROMPTPROXY_ENCRYPTION_KEY")
+# The secrets, each with the file in the data directory it is generated into when it
+# is not set (with SQLite; with PostgreSQL every instance must be given them).
+SECRET_FILES = {"PROMPTPROXY_SECRET_KEY": ".secret_key", "PROMPTPROXY_ENCRYPTION_KEY": ".encryption_key"}
 
 
 def check(config):
@@ -92,7 +94,7 @@ def check(config):
     if config["DATABASE_URL"]:
         if not config["DATABASE_URL"].startswith(("postgresql://", "postgres://")):
             raise MissingSetting("PROMPTPROXY_DATABASE_URL must be a postgresql:// URL")
-        for name in SHARED_SECRETS:
+        for name in SECRET_FILES:
             if not os.environ.get(name):
                 raise MissingSetting(f"{name} must be set when PROMPTPROXY_DATABASE_URL is "
                                      "(every instance needs the same one)")
@@ -102,8 +104,8 @@ def load_secrets(data_dir):
     from .data import crypto
 
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", ".secret_key",
+    session_secret = secret_from(data_dir, "PROMPTPROXY_SECRET_KEY", SECRET_FILES["PROMPTPROXY_SECRET_KEY"],
                                  lambda: secrets.token_urlsafe(48))
-    encryption_key = secret_from(data_dir, "PROMPTPROXY_ENCRYPTION_KEY", ".encryption_key",
-                                 crypto.new_key)
+    encryption_key = secret_from(data_dir, "PROMPTPROXY_ENCRYPTION_KEY",
+                                 SECRET_FILES["PROMPTPROXY_ENCRYPTION_KEY"], crypto.new_key)
     return session_secret, encryption_key

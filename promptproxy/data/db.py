@@ -120,6 +120,14 @@ def connection():
 def open_database(settings):
     """Bind `db` to the PostgreSQL database of settings["DATABASE_URL"], or else to
     <DATA_DIR>/data.db, created if needed (private to this user)."""
+    database = make_database(settings)
+    db.initialize(database)
+    return database
+
+
+def make_database(settings):
+    """The database `open_database` binds, without binding it: `copy-data` holds
+    two at once."""
     url = settings.get("DATABASE_URL")
     if url:
         if peewee.psycopg is None:
@@ -136,7 +144,6 @@ def open_database(settings):
         path = Path(settings["DATA_DIR"]) / "data.db"
         make_private(path)
         database = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
-    db.initialize(database)
     return database
 
 
