@@ -138,6 +138,14 @@ def test_lone_surrogates_are_field_errors(api, collection, field, extra):
     assert body["data"]["name"]["code"] == "validation_invalid_text"
 
 
+@pytest.mark.parametrize("field", ["name", "notes", "models"])
+def test_nul_characters_are_field_errors(api, field):
+    """PostgreSQL's text cannot hold NUL; the rule is the same on SQLite."""
+    value = ["a\x00b"] if field == "models" else "a\x00b"
+    body = assert_pocketbase_400(api.post(RECORDS.format("users"), json={"name": "Tom", field: value}))
+    assert body["data"][field] == {"code": "validation_invalid_text", "message": "Must not contain NUL characters."}
+
+
 def test_lone_surrogate_in_the_login_identity_is_a_failed_login(api, client):
     response = client.post("/api/collections/_superusers/auth-with-password",
                            data='{"identity": "admin\\ud800@example.com", "password": "x"}',

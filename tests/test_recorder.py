@@ -55,12 +55,14 @@ def test_poison_rows_from_upstream_and_client_are_stored_and_hold_nothing_back(g
     assert answer.choices[0].message.content == "hi"
     status, body = post(gateway.url, gateway.key, {"model": "\ud800", "messages": []})
     assert status == 404, body
+    nul = gateway.client().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "a\x00b"}])
+    assert nul.choices[0].message.content == "echo: a\x00b"  # relayed as it is; only its row is cleaned
     for i in range(60):
         gateway.client().chat.completions.create(model="gpt", messages=[{"role": "user", "content": f"n{i}"}])
 
-    rows = gateway.rows(62)
-    assert len(rows) == 62
-    usage_row, surrogate_row = rows[0], rows[1]
+    rows = gateway.rows(63)
+    assert len(rows) == 63
+    usage_row, surrogate_row, nul_row = rows[0], rows[1], rows[2]
     assert (usage_row.input_tokens, usage_row.output_tokens, usage_row.total_tokens) == (None, 2, None)
     assert "input_tokens was not a number" in usage_row.error
     assert "total_tokens was not a number" in usage_row.error
@@ -68,10 +70,13 @@ def test_poison_rows_from_upstream_and_client_are_stored_and_hold_nothing_back(g
     assert surrogate_row.status == 404 and surrogate_row.model_ref == "\ufffd"
     assert "model_ref had characters that cannot be stored" in surrogate_row.error
     assert surrogate_row.request_body == {"model": "\ufffd", "messages": []}
-    assert [row.user_message for row in rows[2:]] == [f"n{i}" for i in range(60)]
+    # PostgreSQL's text cannot hold NUL: replaced on either database, JSON keeps it escaped
+    assert nul_row.user_message == "a\ufffdb" and "user_message had characters" in nul_row.error
+    assert nul_row.request_body["messages"] == [{"role": "user", "content": "a\x00b"}]
+    assert [row.user_message for row in rows[3:]] == [f"n{i}" for i in range(60)]
     from promptproxy.accounting import stats
     with db.connection_context():
-        assert stats.summary("24h")["totals"]["requests"] == 62  # the rollup took every row
+        assert stats.summary("24h")["totals"]["requests"] == 63  # the rollup took every row
 
 
 def a_row(**values):

@@ -108,14 +108,18 @@ def _clean_value(field, value):
 
 
 def text(value):
-    """(value, None), or value with its unencodable code points (lone surrogates)
-    replaced by U+FFFD and a note; a valid surrogate pair becomes its character."""
+    """(value, None), or value with the code points that cannot be stored replaced
+    by U+FFFD and a note: lone surrogates (not UTF-8), and NUL (which PostgreSQL's
+    text cannot hold; replaced on either database, so rows read the same); a valid
+    surrogate pair becomes its character."""
     try:
         value.encode("utf-8")
-        return value, None
+        if "\x00" not in value:
+            return value, None
+        fixed = value
     except UnicodeEncodeError:
         fixed = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return fixed, "had characters that cannot be stored, replaced with U+FFFD"
+    return fixed.replace("\x00", "\ufffd"), "had characters that cannot be stored, replaced with U+FFFD"
 
 
 def _number(value):

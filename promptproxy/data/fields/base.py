@@ -65,8 +65,9 @@ INTEGER_RANGE = (-2 ** 63, 2 ** 63 - 1)  # what an SQLite INTEGER column can hol
 def storable_problem(value):
     """Why `value` (any input, before a field looks at it) cannot be stored, as an
     Invalid, or None when it can: text must be encodable as UTF-8 (a lone
-    surrogate such as "\\ud800" is not), and nesting is bounded so that encoding
-    it again never exhausts the stack."""
+    surrogate such as "\\ud800" is not) and hold no NUL character (PostgreSQL's
+    text cannot, and the rules are the same on either database), and nesting is
+    bounded so that encoding it again never exhausts the stack."""
     pending = [(value, 0)]
     while pending:
         item, depth = pending.pop()
@@ -76,6 +77,8 @@ def storable_problem(value):
             except UnicodeEncodeError:
                 return Invalid("validation_invalid_text",
                                "Must be valid Unicode text (it contains a lone surrogate).")
+            if "\x00" in item:
+                return Invalid("validation_invalid_text", "Must not contain NUL characters.")
         elif isinstance(item, (list, dict)):
             if depth >= MAX_NESTING:
                 return Invalid("validation_invalid_json", f"Must not nest deeper than {MAX_NESTING} levels.")
