@@ -46,8 +46,8 @@ BATCH = 200  # rows per poll at most; the rest come on the next one
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 
 # A record's name as its collection titles it (see Collection.title), the id when
-# it has none or was deleted. {position} is the log's own: its cursor columns,
-# where the rows after the cursor start, and their order.
+# it has none or was deleted. Each log fills in its own {cursor} columns, where the
+# rows {after} the cursor start, their {order} and its driver's {param} marker.
 ROWS = """
 SELECT {cursor}, r.id, r.created, r.endpoint, r.stream, r.status, r.error,
        r.total_tokens, r.latency_ms,
@@ -104,7 +104,7 @@ class TransactionLog:
 
     def start(self, last_event_id):
         """Where a stream starts: after the browser's last event, or else after every
-        transaction already ended (a batch still being committed is shown)."""
+        transaction older than the horizon (rows still being committed are shown)."""
         resumed = self.event_id.fullmatch(last_event_id)
         if resumed:
             return resumed.group(1), resumed.group(2)

@@ -135,10 +135,12 @@ class ChangeListener:
             try:
                 # Keepalives: a server that vanished without closing the connection is noticed too.
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5,
-                                     application_name="promptproxy-listener",
+                                     application_name=f"promptproxy-listener {os.getpid()}",
                                      keepalives=1, keepalives_idle=30, keepalives_interval=10,
                                      keepalives_count=3) as connection_:
                     connection_.execute(f"LISTEN {CHANGES}")
+                    if delay > self.FIRST_RETRY:
+                        log.info("listening for changes again")
                     delay = self.FIRST_RETRY
                     self.on_change(True)
                     self._listen(connection_)
@@ -146,7 +148,9 @@ class ChangeListener:
                 if self._stopping.is_set():
                     break
                 reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                log.warning("not listening for changes (%s); trying again in %.1f s", reason, delay)
+                # Said once per outage; the catalog's TTL keeps changes coming meanwhile.
+                log.log(logging.WARNING if delay == self.FIRST_RETRY else logging.DEBUG,
+                        "not listening for changes (%s); trying again in %.1f s", reason, delay)
                 self._stopping.wait(delay)
                 delay = min(delay * 2, self.LAST_RETRY)
 
