@@ -37,7 +37,7 @@ def create_app(overrides=None):
     from .auth.throttle import LoginThrottle
     from .data import crypto, migrations
     from .data.catalog import Catalog
-    from .data.db import open_database, use_writer
+    from .data.db import ChangeListener, is_postgresql, open_database, use_writer
     from .data.writer import Writer
     from .services import Services
 
@@ -80,15 +80,18 @@ def create_app(overrides=None):
     # data.db's single writer thread: request rows, and any write that must not run on the event loop
     writer = Writer("data.db", on_stop=close_connection)
     use_writer(writer)  # record writes from the admin and the REST API go there too
+    catalog = Catalog(ttl=conf["CATALOG_TTL"])
     Services(
         settings=conf,
-        catalog=Catalog(ttl=conf["CATALOG_TTL"]),
+        catalog=catalog,
         writer=writer,
         recorder=Recorder(data_dir, writer).start(),
         limiter=Limiter(limits_location(conf), defaults={
             kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
         throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
         metrics=metrics.Metrics(),
+        # every instance hears of a change as it commits, instead of within CATALOG_TTL
+        listener=ChangeListener(conf["DATABASE_URL"], catalog.changed).start() if is_postgresql() else None,
     ).install(app)
     atexit.register(stop, app)  # write pending request rows when the process ends
 

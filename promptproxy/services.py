@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the types only: importing this module stays cheap
     from .accounting.recorder import Recorder
     from .auth.throttle import LoginThrottle
     from .data.catalog import Catalog
+    from .data.db import ChangeListener
     from .data.writer import Writer
 
 KEY = "promptproxy"
@@ -35,6 +36,8 @@ class Services:
     limiter: Limiter  # rate and concurrency limits, in limits.db
     throttle: LoginThrottle  # failed logins, shared by the admin's login and the REST API's
     metrics: Metrics  # the figures of GET /metrics
+    # PostgreSQL: tells the catalog of every change an instance commits (None on SQLite)
+    listener: ChangeListener | None = None
     # base URL -> its keep-alive connection pool to that upstream; per app, so that
     # an app's connections end with it
     pools: dict[str, HTTPConnectionPool] = field(default_factory=dict)
@@ -44,8 +47,10 @@ class Services:
         return self
 
     def stop(self):
-        """Write every pending request row, end the writer threads and close the
-        upstream connections. Idempotent, never raises."""
+        """Stop listening for changes, write every pending request row, end the
+        writer threads and close the upstream connections. Idempotent, never raises."""
+        if self.listener is not None:
+            self.listener.stop()
         self.recorder.stop()  # stops the data writer after the last rows
         self.limiter.stop()
         for pool in self.pools.values():

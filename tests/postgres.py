@@ -63,12 +63,15 @@ class Cluster:
     def start(self):
         self.run(_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                  "--no-sync", "--locale=C")
+        self._start()
+        return self
+
+    def _start(self):
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
                    "-c shared_buffers=64MB")
         self.run(_tool("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
                  "-w", "-t", "60", "start")
-        return self
 
     def stop(self):
         with contextlib.suppress(Exception):
@@ -83,7 +86,7 @@ class Cluster:
             if down:
                 down()
         finally:
-            self.run(_tool("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
+            self._start()  # with the same options: pg_ctl start alone would take the defaults' port
 
     def url(self, dbname="postgres"):
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"

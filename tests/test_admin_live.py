@@ -2,6 +2,7 @@
 finish, read from the requests table so every worker's calls arrive, filtered by
 user and model on the server, and never to anyone who is not logged in."""
 
+import contextlib
 import json
 import re
 import time
@@ -41,9 +42,11 @@ def test_the_live_page_offers_users_and_models_by_name(admin, gateway):
 class Stream:
     """An open event stream, read event by event with a deadline (never a sleep)."""
 
-    def __init__(self, session, url, **params):
-        self.response = session.get(url, params=params, stream=True, timeout=(5, WAIT),
-                                    headers={"Accept": "text/event-stream"})
+    def __init__(self, session, url, last_event_id=None, **params):
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:  # as a browser reconnecting after the stream dropped
+            headers["Last-Event-ID"] = last_event_id
+        self.response = session.get(url, params=params, stream=True, timeout=(5, WAIT), headers=headers)
         assert self.response.status_code == 200, self.response.text[:500]
         assert self.response.headers["Content-Type"].startswith("text/event-stream")
         self.chunks = self.response.iter_content(chunk_size=None)
@@ -129,3 +132,52 @@ def test_the_live_log_shows_the_calls_of_every_worker_and_filters_by_model(gatew
     finally:
         everything.close()
         only_gpt.close()
+
+
+@pytest.mark.postgresql
+def test_rows_committed_out_of_order_each_reach_the_live_log_once(gateway, database_url):
+    """PostgreSQL: several writers commit batches in an order that is neither the
+    order they began nor their calls' times. A batch that began first (a long
+    call's row, with an old time) and commits last is still shown, after the one
+    committed before it, and nothing is shown twice, also to a browser resuming
+    from its last event."""
+    import datetime as dt
+
+    import psycopg
+
+    from promptproxy.admin.live import TransactionLog, new_calls
+
+    make_admin()
+    session = admin_session(gateway.url)
+    log = TransactionLog()
+    start = log.start("")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    insert = ('INSERT INTO requests (id, created, updated, "user", model, endpoint, status) '
+              "VALUES (%s, %s, %s, %s, %s, 'chat/completions', 200)")
+    with contextlib.ExitStack() as streams:
+        stream = streams.enter_context(contextlib.closing(Stream(session, gateway.url + EVENTS)))
+        with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+            first.execute(insert, ("longcall0000001", now - dt.timedelta(minutes=5), now,
+                                   gateway.user.id, gateway.model.id))  # began first
+            second.execute(insert, ("quickcall000001", now, now, gateway.user.id, gateway.llama.id))
+            second.commit()
+            with psycopg.connect(database_url) as other:  # committed and visible to anyone...
+                assert other.execute("SELECT id FROM requests").fetchall() == [("quickcall000001",)]
+            assert new_calls(log, start) == []  # ...but held back while an earlier batch may still commit
+            first.commit()
+
+        shown = new_calls(log, start)
+        assert [call["id"] for _, _, call in shown] == ["longcall0000001", "quickcall000001"]
+        assert new_calls(log, shown[-1][0]) == []
+        assert [(c["id"], c["model"]) for c in (stream.next_call(), stream.next_call())] == [
+            ("longcall0000001", "gpt"), ("quickcall000001", "llama3:8b")]
+
+        # A browser that reconnects sends the id of the last event it received.
+        resumed = streams.enter_context(contextlib.closing(
+            Stream(session, gateway.url + EVENTS, last_event_id=shown[0][1])))
+        assert resumed.next_call()["id"] == "quickcall000001"
+        gateway.client().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+        after = stream.next_call()  # the next call, not one already shown
+        assert (after["model"], after["status"]) == ("gpt", 200)
+        assert after["id"] not in ("longcall0000001", "quickcall000001")
+        assert resumed.next_call()["id"] == after["id"]

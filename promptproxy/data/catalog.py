@@ -7,6 +7,11 @@ number: the change counter that every admin or API write bumps (see
 `db.bump_version`). When it moved, the snapshot is rebuilt. So an admin's edit
 (a revoked key, a new prompt) reaches every worker within `ttl` seconds.
 
+With PostgreSQL, every instance also hears of each change as it commits (see
+`db.ChangeListener`) and calls `changed()`, so the next call reads the counter at
+once, whatever the TTL: the TTL is then only the fallback for a notification
+that was lost.
+
 A miss is different: a key, model or prompt that the snapshot does not know may
 have been created a moment ago, by a script that now calls with it. So a miss
 asks for `fresh()`, which checks the counter at once, and the call sees its own
@@ -99,15 +104,35 @@ class Catalog:
         self.ttl = ttl
         self.clock = clock
         self._snapshot = Snapshot()
-        self._checked = float("-inf")
+        self._checked = float("-inf")  # when the counter was last read
+        self._announced = 0  # changes announced so far (see `changed`)
+        self._read = 0  # of which the last read of the counter began after this many
+        self._reconnected = self._reloaded = 0  # the same for reconnections and full reloads
         self._lock = threading.Lock()
+
+    def changed(self, reconnected=False):
+        """The data changed (a notification said so): the next call reads the
+        counter. A read that began before now does not count, as it may have read
+        the counter before the change was committed.
+
+        `reconnected`: the listener lost the database and is back, and changes made
+        meanwhile went unheard. The next call then reloads everything whatever the
+        counter says: a server that crashed may have lost its last commits (with
+        synchronous_commit=off) and its counter may since have come back to a
+        number this snapshot holds for other data."""
+        if reconnected:
+            self._reconnected += 1
+        self._announced += 1
+
+    def _stale(self):
+        return self.clock() - self._checked >= self.ttl or self._read != self._announced
 
     def current(self):
         """The snapshot, refreshed first if the data may have changed."""
-        if self.clock() - self._checked < self.ttl:
+        if not self._stale():
             return self._snapshot
         with self._lock:
-            if self.clock() - self._checked >= self.ttl:
+            if self._stale():
                 self._refresh()
         return self._snapshot
 
@@ -121,11 +146,11 @@ class Catalog:
         return self._snapshot
 
     def _refresh(self):
-        now = self.clock()
+        now, announced, reconnected = self.clock(), self._announced, self._reconnected
         try:
             with connection():
                 version = read_version()
-                if version != self._snapshot.version:
+                if version != self._snapshot.version or reconnected != self._reloaded:
                     self._snapshot = load(version)
         except UNREACHABLE:
             if self._snapshot.version < 0:
@@ -134,7 +159,7 @@ class Catalog:
             # change it meanwhile), and look again on the next call.
             log.warning("the database is unavailable; calls are checked against the last known data")
             return
-        self._checked = now
+        self._checked, self._read, self._reloaded = now, announced, reconnected
 
 
 def rehash_key(row, token):

@@ -14,12 +14,17 @@ it). Connections come from a pool; one that broke (the server restarted) is
 dropped when it is handed back, so the next query gets a new one.
 """
 
+import logging
 import os
+import selectors
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
+
+log = logging.getLogger(__name__)
 
 db = peewee.DatabaseProxy()
 _writer = None  # data.db's writer thread while the app runs (see writer.py and `write`)
@@ -60,15 +65,107 @@ def is_postgresql():
     return isinstance(db.obj, peewee.PostgresqlDatabase)
 
 
+# The channel on which `bump_version` tells listening instances that the counter moved (PostgreSQL).
+CHANGES = "promptproxy_changes"
+
+
 def bump_version():
-    """Tell every worker's catalog that keys, users, apis, models or prompts changed."""
+    """Tell every worker's catalog that keys, users, apis, models or prompts changed.
+    With PostgreSQL, also notify every instance's `ChangeListener`: a NOTIFY made in
+    a transaction is delivered when it commits, so whoever hears it reads the new
+    counter, and one made in a transaction that rolls back is never heard."""
     Meta.insert(name="catalog", value=1).on_conflict(
         conflict_target=[Meta.name], update={Meta.value: Meta.value + 1}).execute()
+    if is_postgresql():
+        db.execute_sql(f"NOTIFY {CHANGES}")
 
 
 def read_version():
     row = Meta.get_or_none(Meta.name == "catalog")
     return row.value if row else 0
+
+
+class ChangeListener:
+    """Hears `bump_version`'s notifications and calls `on_change()` for each, so an
+    admin's change reaches this process at once instead of at its next look at the
+    counter (the catalog's TTL, which stays the fallback: a notification lost while
+    the connection was down is late by that much at most).
+
+    PostgreSQL only, on a connection of its own (LISTEN needs the same session all
+    along, and the pool's connections are lent out and back). The loop runs in a
+    thread, which under gevent's monkey-patching is a greenlet: its waits go
+    through `selectors` and psycopg's own, which gevent patches, so they yield to
+    the event loop. When the connection breaks
+    (the server restarted) it reconnects, waiting longer after each failure, and
+    calls `on_change(True)` once connected, for what it could not hear meanwhile.
+    """
+
+    FIRST_RETRY = 0.1  # seconds before reconnecting, doubled after each failure
+    LAST_RETRY = 5.0
+
+    def __init__(self, url, on_change):
+        self.url, self.on_change = url, on_change
+        self._stopping = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()  # `stop` ends a wait at once
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="promptproxy-changes", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout=5):
+        """End the loop and close its connection. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        os.write(self._wake_write, b"x")
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # still closing its connection: the pipe stays open for it
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
+
+    def _run(self):
+        import psycopg
+
+        delay = self.FIRST_RETRY
+        while not self._stopping.is_set():
+            try:
+                # Keepalives: a server that vanished without closing the connection is noticed too.
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5,
+                                     application_name=f"promptproxy-listener {os.getpid()}",
+                                     keepalives=1, keepalives_idle=30, keepalives_interval=10,
+                                     keepalives_count=3) as connection_:
+                    connection_.execute(f"LISTEN {CHANGES}")
+                    if delay > self.FIRST_RETRY:
+                        log.info("listening for changes again")
+                    delay = self.FIRST_RETRY
+                    self.on_change(True)
+                    self._listen(connection_)
+            except (psycopg.Error, OSError) as exc:
+                if self._stopping.is_set():
+                    break
+                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                # Said once per outage; the catalog's TTL keeps changes coming meanwhile.
+                log.log(logging.WARNING if delay == self.FIRST_RETRY else logging.DEBUG,
+                        "not listening for changes (%s); trying again in %.1f s", reason, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, self.LAST_RETRY)
+
+    def _listen(self, connection_):
+        """Until `stop`: wait for the server to send something, then take every
+        notification it sent. A broken connection raises psycopg.Error."""
+        with selectors.DefaultSelector() as selector:  # gevent's own under its monkey-patching
+            selector.register(connection_.fileno(), selectors.EVENT_READ, "database")
+            selector.register(self._wake_read, selectors.EVENT_READ, "stop")
+            while True:
+                ready = {key.data for key, _ in selector.select()}
+                if "stop" in ready:
+                    return
+                if sum(1 for _ in connection_.notifies(timeout=0)):
+                    self.on_change()
 
 
 def use_writer(writer):

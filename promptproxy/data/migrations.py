@@ -95,7 +95,22 @@ def playground_key_per_admin(models):
     add_columns("_superusers", {"playground_key": peewee.TextField(null=True)})
 
 
-MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin]
+def live_log_order(models):
+    """PostgreSQL: each request row records the transaction that inserted it, which
+    the admin's live log follows (see admin/live.py; SQLite's rowid does that job).
+    The column is added without rewriting the table: rows already there keep NULL,
+    which the live log, showing only new calls, never reads. A fresh database gets
+    the table from its declaration here first, so that it has the column too."""
+    if not is_postgresql():
+        return
+    (requests,) = [model for model in models if model._meta.table_name == "requests"]
+    db.create_tables([requests], safe=True)
+    db.execute_sql("ALTER TABLE requests ADD COLUMN IF NOT EXISTS txid xid8")
+    db.execute_sql("ALTER TABLE requests ALTER COLUMN txid SET DEFAULT pg_current_xact_id()")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS requests_txid_id ON requests (txid, id)")
+
+
+MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order]
 
 
 # -- running them ---------------------------------------------------------------------------
