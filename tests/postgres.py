@@ -115,15 +115,19 @@ class Cluster:
         with self.admin() as conn:  # servers the test started are gone; their sessions may linger
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                          "WHERE datname = %s AND pid != pg_backend_pid()", (name,))
-        with psycopg.connect(url, autocommit=True) as conn:
-            columns = tuple(conn.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall())
-            tables = sorted({table for table, _, _ in columns} - {"_migrations"})
-            if columns and self.usual_schema is None:
-                self.usual_schema = columns
-            if columns == self.usual_schema:
-                conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
-                return url
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '2s'")
+                columns = tuple(conn.execute(
+                    "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = 'public' ORDER BY 1, 2").fetchall())
+                tables = sorted({table for table, _, _ in columns} - {"_migrations"})
+                if columns and self.usual_schema is None:
+                    self.usual_schema = columns
+                if columns == self.usual_schema:
+                    conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+                    return url
+        except psycopg.errors.OperationalError:  # an app the test left running holds a lock: start afresh
+            pass
         self.drop_database(url)
         return self.new_database()
