@@ -97,6 +97,19 @@ def runtime_venv():
     return venv
 
 
+def rest(base, method, path, body=None, token=None):
+    """One REST API call with the standard library: (status, parsed JSON)."""
+    request = urllib.request.Request(base + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": token} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -146,6 +159,13 @@ class Running:
             self.process.wait(timeout=timeout)
         return self.log()
 
+    def kill(self):
+        """SIGKILL to the server and every process it started, as when its
+        container or machine dies: nothing of it gets to clean up."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=15)
+
     def wait_healthy(self, base, timeout=STARTUP_TIMEOUT):
         """Poll the health URL until it answers 200, for at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -192,3 +212,22 @@ def running(command, env, log_path):
                     process.wait(timeout=15)
 
 
+
+def instance_command(port, workers=None):
+    """The Dockerfile's command (gunicorn, its gevent worker) bound to 127.0.0.1:`port`,
+    with `workers` workers instead of the image's number when given."""
+    command = [arg.replace("0.0.0.0:8090", f"127.0.0.1:{port}") for arg in dockerfile_cmd()]
+    assert command != dockerfile_cmd(), "the CMD no longer binds 0.0.0.0:8090"
+    if workers is not None:
+        command[command.index("--workers") + 1] = str(workers)
+    return command
+
+
+def start_instance(stack, data_dir, log_path, workers=None, **env):
+    """One PromptProxy instance as the image runs it, over its own data directory and
+    the shared settings (see server_env), entered on `stack` so it is always stopped.
+    Not waited for: start several, then `wait_healthy(server.url)` each."""
+    port = free_port()
+    server = stack.enter_context(running(instance_command(port, workers), server_env(data_dir, **env), log_path))
+    server.url = f"http://127.0.0.1:{port}"
+    return server

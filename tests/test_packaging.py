@@ -33,6 +33,7 @@ from .servers import (
     free_port,
     healthcheck_cmd,
     instruction,
+    rest,
     running,
     runtime_venv,
     server_env,
@@ -104,19 +105,6 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
     assert {".venv", "pb_data", "tests", ".git", "docs", "bench"} <= ignored
     for needed in ("app.py", "promptproxy", "requirements.txt"):
         assert needed not in ignored
-
-
-def rest(base, method, path, body=None, token=None):
-    """One REST API call with the standard library: (status, parsed JSON)."""
-    request = urllib.request.Request(base + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": token} if token else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.mark.slow

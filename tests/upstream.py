@@ -97,6 +97,9 @@ class RecordedRequest:
             self.json = json.loads(body) if body else None
         except ValueError:
             self.json = None
+        #: time.monotonic() as each event of a streamed answer was written (the
+        #: clock is the machine's, so a client in another process can compare).
+        self.sent = []
 
     def __repr__(self):
         return f"<RecordedRequest {self.method} {self.path} {len(self.body)} bytes>"
@@ -380,6 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = RecordedRequest(self.command, path, Headers(self.headers.items()), body,
                                   self.client_address)
         behaviour, self.release = self.upstream._record(request)
+        self.recorded = request
         self.gates = behaviour["gate"]
         self.delay = behaviour.get("delay")
         self.drop_after = behaviour.get("drop_after")
@@ -587,6 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._hold(None, self.delay)
             self._check_client()
             self._write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            self.recorded.sent.append(time.monotonic())
         if self.drop_after is not None and self.drop_after >= len(encoded):
             raise _Stop   # everything sent, but no proper end of body
         if chunked:
