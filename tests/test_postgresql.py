@@ -10,11 +10,13 @@ import sys
 import threading
 import time
 
+import anthropic
 import openai
 import psycopg
 import pytest
 
-from .servers import ROOT, start_instance
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_admin
+from .servers import ROOT, free_port, instance_command, rest, server_env, start_instance
 
 # One greenlet sleeps in PostgreSQL while another ticks every 10 ms: the gaps between
 # ticks say whether the event loop went on meanwhile. argv: database URL, and
@@ -146,3 +148,117 @@ def test_a_lock_held_in_postgresql_for_2_s_stalls_no_stream(gateway, tmp_path, d
         drift = [abs((arrived[i] - arrived[i - 1]) - (upstream_times[i] - upstream_times[i - 1]))
                  for i in range(1, chunks)]
         assert max(drift) <= 0.05, (number, max(drift))
+
+
+def rows_of(server, token, count, timeout=10):
+    """(user message, status) of every request row, once there are `count` of them
+    (rows are written in batches, a moment after each call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, rows = rest(server.url, "GET", "/api/collections/requests/records?perPage=100", token=token)
+        assert status == 200, rows
+        if rows["totalItems"] >= count or time.monotonic() > deadline:
+            return sorted((row["user_message"], row["status"]) for row in rows["items"])
+        time.sleep(0.1)
+
+
+@pytest.mark.postgresql
+@pytest.mark.slow
+def test_the_server_survives_a_restart_of_postgresql(gateway, tmp_path, postgres_cluster):
+    """While the database is down, what needs it fails at once with a 503 in the
+    caller's format, and what the last catalog can answer is answered; once it is
+    back, everything works again in the same worker, and every call's row is there,
+    those that ended during the outage too."""
+    one_at_a_time = gateway.create("keys", user=gateway.user.id, label="limited", track=True, concurrency=1)
+    make_admin()
+    hold = threading.Event()
+    with contextlib.ExitStack() as stack:
+        server = start_instance(stack, tmp_path / "instance", tmp_path / "instance.log", workers=1)
+        server.wait_healthy(server.url)  # one worker: the one whose catalog the calls below fill
+        status, auth = rest(server.url, "POST", "/api/collections/_superusers/auth-with-password",
+                            {"identity": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        assert status == 200, auth
+        unlimited = openai.OpenAI(base_url=server.url + "/v1", api_key=gateway.key, max_retries=0, timeout=20)
+        limited = unlimited.with_options(api_key=one_at_a_time)
+        messages = anthropic.Anthropic(base_url=server.url, api_key=one_at_a_time, max_retries=0, timeout=20)
+        unlimited.chat.completions.create(model="gpt", messages=say("unlimited, before"))
+        gateway.upstream.script(chunks=["before ", "after"], gate=hold)
+        held = iter(limited.chat.completions.create(model="gpt", messages=say("held across"), stream=True))
+        assert next(held).choices[0].delta.content == "before "
+        down = {}
+
+        def while_down():
+            hold.set()  # the held stream ends now: its row and its slot wait for the database
+            down["held"] = "".join(part.choices[0].delta.content or "" for part in held if part.choices)
+            started = time.monotonic()
+            with pytest.raises(openai.InternalServerError) as refused:  # its limit cannot be checked
+                limited.chat.completions.create(model="gpt", messages=say("limited, while down"))
+            down["openai"] = refused.value
+            with pytest.raises(anthropic.APIStatusError) as refused:
+                messages.messages.create(model="gpt", max_tokens=10,
+                                         messages=[{"role": "user", "content": "anthropic, while down"}])
+            down["anthropic"] = refused.value
+            down["rest"] = rest(server.url, "GET", "/api/collections/users/records", token=auth["token"])
+            # no limit to check: the last catalog answers
+            down["unlimited"] = unlimited.chat.completions.create(model="gpt", messages=say("unlimited, while down"))
+            down["took"] = time.monotonic() - started
+
+        postgres_cluster.restart(down=while_down)
+        assert down["held"] == "after"
+        assert down["took"] < 5  # no call waited for the database to come back
+        assert down["openai"].status_code == 503
+        assert down["openai"].body["code"] == "database_unavailable"
+        assert down["openai"].response.headers["Retry-After"] == "1"
+        assert down["anthropic"].status_code == 503
+        assert down["anthropic"].body["type"] == "error" and down["anthropic"].body["error"]["message"]
+        status, body = down["rest"]
+        assert status == 503 and body == {"status": 503, "message": body["message"], "data": {}}
+        assert down["unlimited"].choices[0].message.content == "echo: unlimited, while down"
+
+        # Back: the same worker serves every kind of call again, the slot of the stream
+        # that ended meanwhile is free, and every call has its one row.
+        limited.chat.completions.create(model="gpt", messages=say("limited, after"))
+        unlimited.chat.completions.create(model="gpt", messages=say("unlimited, after"))
+        status, users = rest(server.url, "GET", "/api/collections/users/records", token=auth["token"])
+        assert status == 200 and users["totalItems"] == 1
+        expected = {"unlimited, before": 200, "held across": 200, "limited, while down": 503,
+                    "anthropic, while down": 503, "unlimited, while down": 200,
+                    "limited, after": 200, "unlimited, after": 200}
+        assert rows_of(server, auth["token"], len(expected)) == sorted(expected.items())
+
+        # A restart no call noticed: the connections the worker keeps open (its writer's,
+        # its limiter's) are found dropped when next used, and replaced, instead of
+        # failing the write or the call.
+        postgres_cluster.restart()
+        status, created = rest(server.url, "POST", "/api/collections/prompts/records",
+                               {"name": "brief", "instructions": "Be brief."}, auth["token"])
+        assert status == 200, created
+        limited.chat.completions.create(model="gpt", messages=say("limited, after a quiet restart"))
+        expected["limited, after a quiet restart"] = 200
+        assert rows_of(server, auth["token"], len(expected)) == sorted(expected.items())
+        log = server.stop()
+    assert log.count("Booting worker") == 1, log  # the worker that lived through it
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("missing", ["PROMPTPROXY_SECRET_KEY", "PROMPTPROXY_ENCRYPTION_KEY"])
+@pytest.mark.parametrize("command", ["app.py serve", "the Dockerfile's CMD"])
+def test_with_postgresql_a_missing_shared_secret_stops_the_start_in_one_line(tmp_path, shared_secrets, missing,
+                                                                              command):
+    """Every instance on one database must have the same secrets, so none may make
+    its own: the server names the missing one in one line and exits, before it even
+    tries the database (nothing listens at this URL)."""
+    port = free_port()
+    argv = ([sys.executable, "app.py", "serve", "--http", f"127.0.0.1:{port}"] if command == "app.py serve"
+            else instance_command(port))
+    env = server_env(tmp_path / "pb_data", PROMPTPROXY_DATABASE_URL=f"postgresql://promptproxy@127.0.0.1:{port}/none",
+                     **shared_secrets)
+    del env[missing]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    (line,) = [line for line in output.splitlines() if "cannot start" in line]
+    assert line.endswith(f"PromptProxy cannot start: {missing} must be set when PROMPTPROXY_DATABASE_URL is "
+                         "(every instance needs the same one)"), output
+    assert "Traceback" not in output, output
+    assert not (tmp_path / "pb_data").exists()  # nothing made: no secret of its own, no data

@@ -26,6 +26,7 @@ while another process holds a lock, the calls that need a limit checked or
 released wait for it, and everything else the worker serves goes on.
 """
 
+import logging
 import math
 import os
 import secrets
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 
 from ..data.storable import integer
 from ..data.writer import Writer
+
+log = logging.getLogger(__name__)
 
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
 HEARTBEAT = 5  # seconds between a process's heartbeats (PostgreSQL)
@@ -188,8 +191,18 @@ class PostgresCounts:
         return self.conn.execute(sql.replace("?", "%s"), params)
 
     def begin(self, subjects):
-        """Lock the subjects being counted, in one order, for this transaction."""
-        self.execute("BEGIN")
+        """Lock the subjects being counted, in one order, for this transaction. The
+        connection stays open between calls: when the server dropped it meanwhile (a
+        restart), BEGIN is where that shows, and a new connection is opened."""
+        import psycopg
+
+        kept = self.conn is not None and not self.conn.closed
+        try:
+            self.execute("BEGIN")
+        except psycopg.OperationalError:
+            if not (kept and self.conn.closed):
+                raise
+            self.execute("BEGIN")  # on a new connection (see `execute`)
         self.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(s, 0))) "
                      "FROM (SELECT unnest(?::text[]) AS s ORDER BY 1) AS subjects", (sorted(set(subjects)),))
 
@@ -354,9 +367,12 @@ class Limiter:
             return
         try:
             self.writer.run(self._release, ticket, running, counted, tokens)
-        except Exception:
+        except Exception as exc:
             self._unreleased.append((ticket, running, counted, tokens))  # the next admit or beat does it
-            raise
+            if not driver_unavailable(exc):
+                raise
+            log.warning("the database is unavailable: a call's rate-limit slot is given back once it is back "
+                        "(%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def _release(self, ticket, running, counted, tokens):
         counts = self.counts

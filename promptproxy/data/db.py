@@ -180,25 +180,33 @@ def write(function, *args, **kwargs):
     another process holds; on the writer's thread only the caller waits, never the
     event loop. Without a writer (the CLI, scripts) it runs here."""
     def transaction():
-        db.connect(reuse_if_open=True)
-        try:
-            with db.atomic():
-                return function(*args, **kwargs)
-        except UNREACHABLE:
-            drop_broken_connection()
-            raise
+        for tries_left in (1, 0):
+            begun = False
+            db.connect(reuse_if_open=True)
+            try:
+                with db.atomic():
+                    begun = True
+                    return function(*args, **kwargs)
+            except UNREACHABLE:
+                # The writer keeps its connection open; one the server dropped while
+                # it was idle (a PostgreSQL restart) fails at BEGIN, before anything
+                # was written, so the write is tried once more on a new connection.
+                if not (drop_broken_connection() and not begun and tries_left):
+                    raise
     return _writer.run(transaction) if _writer is not None else transaction()
 
 
 def drop_broken_connection():
     """After an error, give up this thread's connection if it no longer works (a
-    PostgreSQL restart breaks every open connection), so the next use opens one."""
+    PostgreSQL restart breaks every open connection), so the next use opens one.
+    True when it was given up."""
     if db.is_closed():
-        return
+        return False
     connection_ = db.connection()
     broken = getattr(connection_, "closed", False) or getattr(connection_, "broken", False)
     if broken:
         db.close()
+    return bool(broken)
 
 
 @contextmanager
