@@ -9,11 +9,16 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import anthropic
 import openai
 import psycopg
 import pytest
+
+from promptproxy.accounting.limits import Limited
+from promptproxy.data.db import bump_version, db, read_version, write
+from promptproxy.services import services
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_admin
 from .servers import ROOT, free_port, instance_command, rest, server_env, start_instance
@@ -148,6 +153,31 @@ def test_a_lock_held_in_postgresql_for_2_s_stalls_no_stream(gateway, tmp_path, d
         drift = [abs((arrived[i] - arrived[i - 1]) - (upstream_times[i] - upstream_times[i - 1]))
                  for i in range(1, chunks)]
         assert max(drift) <= 0.05, (number, max(drift))
+
+
+@pytest.mark.postgresql
+def test_connections_kept_open_are_replaced_after_a_restart_of_postgresql(app, postgres_cluster):
+    """The limiter and the writer thread keep their connections open between uses;
+    after a restart nothing noticed, the next use replaces a dropped one instead of
+    failing. A slot released while the database is down is given back once it is up."""
+    parts = services(app)
+    key, user = SimpleNamespace(id="k", concurrency=1), SimpleNamespace(id="u")
+    ticket = parts.limiter.acquire(key, user)
+    write(bump_version)
+    with db.connection_context():
+        version = read_version()
+
+    postgres_cluster.restart()
+    parts.limiter.release(ticket, 0)
+    ticket = parts.limiter.acquire(key, user)  # admitted: the slot was given back
+    write(bump_version)
+    with db.connection_context():
+        assert read_version() == version + 1
+
+    postgres_cluster.restart(down=lambda: parts.limiter.release(ticket, 0))  # waits for the database
+    assert parts.limiter.acquire(key, user)
+    with pytest.raises(Limited):
+        parts.limiter.acquire(key, user)
 
 
 def rows_of(server, token, count, timeout=10):
