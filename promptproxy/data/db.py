@@ -10,8 +10,12 @@ timeout, so the workers sharing the file wait their turn instead of failing with
 PostgreSQL is reached through psycopg 3, whose waits go through the `select`
 module: under gevent's monkey-patching they yield to the event loop, so a slow
 query holds up only the greenlet that made it (tests/test_postgresql.py shows
-it). Connections come from a pool; one that broke (the server restarted) is
-dropped when it is handed back, so the next query gets a new one.
+it). psycopg picks its way of waiting when it is first imported, so it must be
+imported after the patching, as gunicorn's gevent worker and `app.py serve` do
+(gunicorn's --preload would not: every query would then stall the worker).
+Connections come from a pool, which checks one before handing it out, so after a
+server restart the next query gets a new one; the writer thread keeps its own
+connection, and `write` replaces it when the server dropped it meanwhile.
 """
 
 import logging
