@@ -18,9 +18,11 @@ server restart the next query gets a new one; the writer thread keeps its own
 connection, and `write` replaces it when the server dropped it meanwhile.
 """
 
+import fcntl
 import logging
 import os
 import selectors
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -252,8 +254,23 @@ def make_database(settings):
     else:
         path = Path(settings["DATA_DIR"]) / "data.db"
         make_private(path)
+        use_wal(path)
         database = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     return database
+
+
+def use_wal(path):
+    """Put the SQLite file in WAL mode, one process at a time. Workers starting
+    together on a new data dir would otherwise switch it at the same moment, and
+    SQLite refuses one of them at once ("database is locked") instead of letting it
+    wait; on a file already in WAL mode this is a quick no-op."""
+    with open(path, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file is closed
+        connection_ = sqlite3.connect(path, timeout=10)
+        try:
+            connection_.execute("PRAGMA journal_mode=wal")
+        finally:
+            connection_.close()
 
 
 def make_private(path):
