@@ -142,7 +142,7 @@ def without_generic_messages(response):
 
 # Form groups in the order forms show them; all but the first fold away until opened.
 FORM_GROUPS = (("basics", None), ("access", "Access rules"), ("limits", "Limits"),
-               ("advanced", "Advanced settings"))
+               ("routing", "Retries and load"), ("advanced", "Advanced settings"))
 
 
 def holds_value(field, data):

@@ -13,6 +13,15 @@ apis = Collection(
     Select("protocol", choices=["openai", "anthropic"], default="openai", required=True),
     Number("timeout", default=60, min=1, max=3600,
            help="Seconds to wait for a connection or between streamed chunks.", group="advanced"),
+    Number("retries", default=0, min=0, max=10,
+           help="Times a call that failed retryably (connection error, timeout, 408, 429, 5xx) is tried again "
+                "on this api before moving on to another model.", group="routing"),
+    Number("cooldown", default=30, min=0, max=86400,
+           help="Seconds this api is skipped after 3 retryable failures within 60 s, or a 429 with "
+                "Retry-After (then the longer of the two).", group="routing"),
+    Number("concurrency", min=1, label="Concurrent calls",
+           help="Calls in flight to this api at most, across all workers; over it, calls go to another "
+                "model or get a 429. Empty: no cap.", group="routing"),
     Json("headers", kind=dict, help="Extra headers to send, as a JSON object.", group="advanced"),
     Bool("active", default=True),
     label="APIs",

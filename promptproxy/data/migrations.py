@@ -110,7 +110,24 @@ def live_log_order(models):
     db.execute_sql("CREATE INDEX IF NOT EXISTS requests_txid_id ON requests (txid, id)")
 
 
-MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order]
+def model_groups(models):
+    """Models may share a public name (a group), have a weight and fallbacks; apis
+    have retries, a cooldown and a concurrency cap; request rows keep each attempt
+    and the end user. Existing rows get the defaults the forms would give them."""
+    declared = {model._meta.table_name: model._meta.columns for model in models}
+    new = {"models": ["weight", "fallbacks"], "apis": ["retries", "cooldown", "concurrency"],
+           "requests": ["end_user", "attempts"]}
+    for table, names in new.items():
+        add_columns(table, {name: declared[table][name] for name in names})
+    if has_table("models"):
+        db.execute_sql("DROP INDEX IF EXISTS models_name")  # was unique; recreated plain from the declaration
+        db.execute_sql("UPDATE models SET weight = 1 WHERE weight IS NULL")
+    if has_table("apis"):
+        db.execute_sql("UPDATE apis SET retries = 0 WHERE retries IS NULL")
+        db.execute_sql("UPDATE apis SET cooldown = 30 WHERE cooldown IS NULL")
+
+
+MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups]
 
 
 # -- running them ---------------------------------------------------------------------------
