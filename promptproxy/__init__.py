@@ -13,6 +13,7 @@ So what the app needs is imported when `create_app` runs, in the worker.
 
 import atexit
 import logging
+import socket
 from pathlib import Path
 
 log = logging.getLogger("promptproxy")
@@ -33,6 +34,7 @@ def create_app(overrides=None):
     from .accounting import metrics, stats
     from .accounting.limits import Limiter
     from .accounting.recorder import Recorder, close_connection
+    from .accounting.upstreams import Upstreams
     from .admin.sessions import AdminOnlySessions
     from .auth.throttle import LoginThrottle
     from .data import crypto, migrations
@@ -81,13 +83,16 @@ def create_app(overrides=None):
     writer = Writer("data.db", on_stop=close_connection)
     use_writer(writer)  # record writes from the admin and the REST API go there too
     catalog = Catalog(ttl=conf["CATALOG_TTL"])
+    limiter = Limiter(limits_location(conf), defaults={
+        kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")},
+        max_concurrency=conf["MAX_CONCURRENCY"], instance=f"{socket.gethostname()}:{Path(data_dir).resolve()}")
     Services(
         settings=conf,
         catalog=catalog,
         writer=writer,
         recorder=Recorder(data_dir, writer).start(),
-        limiter=Limiter(limits_location(conf), defaults={
-            kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")}),
+        limiter=limiter,
+        upstreams=Upstreams(limiter),
         throttle=LoginThrottle(),  # one for the admin's login and the REST API's, counted in data.db
         metrics=metrics.Metrics(),
         # every instance hears of a change as it commits, instead of within CATALOG_TTL

@@ -29,6 +29,8 @@ DEFAULTS = {
     "DEFAULT_TPM": 0,
     "DEFAULT_RPD": 0,
     "DEFAULT_CONCURRENCY": 0,
+    # Calls in flight on this instance at most, across its workers; 0 means no cap.
+    "MAX_CONCURRENCY": 0,
     # The bearer token GET /metrics (Prometheus) asks for; empty, there is no /metrics.
     "METRICS_TOKEN": "",
 }

@@ -4,10 +4,15 @@ OpenAI-compatible or Anthropic api.
 Every call walks the same path, and this file reads top to bottom along it:
 
     authenticate -> resolve -> allow -> limit -> rewrite -> forward -> stream -> record
+                                                  (retry, fall back)
 
 The client sends `model: "<model>:<prompt>"`; we find both records, put the
 stored system prompt in front, send the call to the model's upstream api with
 the api's own key, relay the answer as it arrives, and write one request row.
+A model name may stand for a group of models, and a model may have fallbacks:
+until the client has received a byte, a try that failed retryably is followed by
+the next (see promptproxy/routing.py for the order); the row names the model
+that answered and lists every try.
 How each client format is spoken to through each kind of upstream (rewrite,
 forward, the stream's events) is the providers' (promptproxy/providers/).
 Lookups come from an in-memory catalog (refreshed when it misses, so what an admin
@@ -18,13 +23,14 @@ the way, it writes one row and releases the call's rate-limit slot, once.
 
 import json
 import logging
+import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from urllib3.exceptions import HTTPError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from . import providers
+from . import providers, routing
 from .accounting.calls import Call
 from .accounting.limits import Limited, LimitsUnavailable
 from .data.catalog import rehash_key
@@ -94,7 +100,8 @@ def authenticate(snap):
 # -- 2. resolve -----------------------------------------------------------------
 
 def resolve(snap, ref):
-    """(model, api, prompt) for `<model>` or `<model>:<prompt>`.
+    """(models, prompt) for `<model>` or `<model>:<prompt>`: the models that may
+    serve the call (a group, when the name is shared) and the prompt or None.
 
     Each part is a record id or a public name. Names may contain colons
     (`llama3:8b`), so the whole string is tried as a model first; only then is
@@ -103,9 +110,9 @@ def resolve(snap, ref):
     if not isinstance(ref, str) or not ref.strip():
         raise ProxyError(400, "'model' must be a model id or name, optionally followed by ':<prompt>'.",
                          param="model", code="invalid_model")
-    model = usable_model(snap, ref)
-    if model is not None:
-        return model, snap.apis[model.api], None
+    group = usable_models(snap, ref)
+    if group:
+        return group, None
     model_ref, colon, prompt_ref = ref.rpartition(":")
     if not colon:
         raise ProxyError(404, f"The model '{shown(ref)}' does not exist or is not available.",
@@ -113,23 +120,26 @@ def resolve(snap, ref):
     if not model_ref or not prompt_ref:
         raise ProxyError(400, f"Malformed model reference '{shown(ref)}': use '<model>' or "
                          "'<model>:<prompt>'.", param="model", code="invalid_model")
-    model = usable_model(snap, model_ref)
-    if model is None:
+    group = usable_models(snap, model_ref)
+    if not group:
         raise ProxyError(404, f"The model '{shown(model_ref)}' does not exist or is not available.",
                          param="model", code="model_not_found")
     prompt = snap.prompts.get(prompt_ref)
     if prompt is None or not prompt.active:
         raise ProxyError(404, f"The prompt '{shown(prompt_ref)}' does not exist or is not available.",
                          param="model", code="prompt_not_found")
-    return model, snap.apis[model.api], prompt
+    return group, prompt
 
 
-def usable_model(snap, ref):
+def usable_models(snap, ref):
+    """The usable models `ref` names: the one with that id, else the group with that name."""
     model = snap.models.get(ref)
     if model is None or not model.active:
-        return None
+        return []
+    if model.id != ref:
+        return snap.groups.get(ref, [])
     api = snap.apis.get(model.api)
-    return model if api is not None and api.active else None
+    return [model] if api is not None and api.active else []
 
 
 # -- 3. allow ---------------------------------------------------------------------
@@ -180,19 +190,14 @@ def limit_headers(call):
 
 # -- 7. stream (or answer at once) --------------------------------------------------
 
-def answer(call, upstream, route):
+def answered(call, route, upstream, data):
     """A whole (non-streamed) answer, in the client's format. An upstream error keeps
     its status, and its very body when the client speaks the upstream's language."""
-    try:
-        data = upstream.read()
-    except HTTPError as exc:
-        raise upstream_failure(call.api, exc) from None
-    finally:
-        upstream.release_conn()
     call.first_byte()
     call.status = upstream.status
     parsed = parsed_json(data)
     headers = {name: upstream.headers[name] for name in PASSED_BACK if name in upstream.headers}
+    headers["X-PromptProxy-Model"] = call.model.id
     content_type = upstream.headers.get("Content-Type", "application/json")
     if upstream.status >= 400:
         call.error = error_text(parsed, data)
@@ -226,9 +231,9 @@ class Streamed:
     `finally` would never run). Either way the call ends once.
     """
 
-    def __init__(self, call, upstream, events):
+    def __init__(self, call, upstream, events, first):
         self.call, self.upstream = call, upstream
-        self.chunks = relay(call, upstream, events)
+        self.chunks = relay(call, upstream, events, first)
         self.complete = False
 
     def __iter__(self):
@@ -246,8 +251,9 @@ class Streamed:
             self.call.end()
 
 
-def relay(call, upstream, events):
-    """Server-sent events from the upstream to the client, as each one arrives.
+def relay(call, upstream, events, first):
+    """Server-sent events from the upstream to the client, as each one arrives,
+    beginning with `first`, the piece read before the response began (see `sent`).
 
     Reads with read1, which returns whatever the socket has, so neither chunked nor
     close-delimited upstreams are held back. `events` decides what each upstream
@@ -256,19 +262,21 @@ def relay(call, upstream, events):
     with an error event in the client's format.
     """
     parser = sse.Parser(comments=True)  # keep-alive comments are passed on too
+    piece = first
     try:
         while True:
-            try:
-                piece = upstream.read1(65536)
-            except HTTPError as exc:
-                failure = upstream_failure(call.api, exc)
-                call.fail(failure.status, failure.message, failure.upstream_error)
-                yield events.failed(failure.message, failure.code)
-                return
+            if piece is None:
+                try:
+                    piece = upstream.read1(65536)
+                except HTTPError as exc:
+                    failure = upstream_failure(call.api, exc)
+                    call.fail(failure.status, failure.message, failure.upstream_error)
+                    yield events.failed(failure.message, failure.code)
+                    return
             if not piece:
                 break
-            call.first_byte()
             out = [events.event(event) for event in parser.feed(piece)]
+            piece = None
             if out:
                 yield b"".join(out)
         for event in parser.end():
@@ -313,28 +321,147 @@ def proxied(call, snap, rewrite, client):
     body = json_body()
     call.request_body = body if call.track else None
     call.model_ref = body.get("model")
-    (call.model, call.api, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)
-    allow(call.key, call.user, call.model, call.prompt)
-    try:  # what a provider refuses (a pairing it lacks, a body it cannot send) is a 400
-        route = providers.route(client, call.endpoint, call.api.protocol)
-        call.stream = stream_flag(body)
-        limit(call)
-        call.system_prompt = call.prompt.instructions if call.prompt else None
-        upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
-    except Refused as exc:
-        raise ProxyError(400, str(exc), param=exc.param) from None
-    if route.path is None:  # the route answers itself; nothing goes upstream
-        response = jsonify(route.local_answer(call, upstream_body))
+    (group, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)
+    plan = routing.candidates(snap, group, lambda model: allowed(call.key, call.user, model, call.prompt))
+    if not plan:
+        allow(call.key, call.user, group[0], call.prompt)  # raises why the caller may use none of them
+    call.model, call.api = plan[0], snap.apis[plan[0].api]
+    routes = routes_for(client, call.endpoint, snap, plan)
+    call.stream = stream_flag(body)
+    limit(call)
+    call.system_prompt = call.prompt.instructions if call.prompt else None
+    if len(plan) > 1:  # a choice to make: skip the apis cooling down
+        plan = routing.without_cooling(plan, services().upstreams.cooling(model.api for model in plan))
+    return tried(call, snap, plan, routes, lambda model: rewrite(dict(body), model, call.prompt))
+
+
+def routes_for(client, endpoint, snap, plan):
+    """{model id: route} for the candidates able to serve this client's call; when
+    none is (a pairing no provider has), the first one's refusal is a 400."""
+    routes, refusal = {}, None
+    for model in plan:
+        try:
+            routes[model.id] = providers.route(client, endpoint, snap.apis[model.api].protocol)
+        except Refused as exc:
+            refusal = refusal or exc
+    if not routes:
+        raise ProxyError(400, str(refusal), param=refusal.param)
+    return routes
+
+
+def tried(call, snap, plan, routes, rewritten):
+    """Try the candidates in order, each up to 1 + its api's `retries` times, until
+    one answers; the first success, or else the last failure, is the response."""
+    upstreams = services().upstreams
+    failure = refusal = None
+    for model in plan:
+        route = routes.get(model.id)
+        if route is None:
+            continue
+        call.model, call.api = model, snap.apis[model.api]
+        try:  # what a provider refuses (a body it cannot send) is a 400
+            upstream_body, hide_usage = route.prepare(rewritten(model))
+        except Refused as exc:
+            refusal = refusal or exc
+            continue
+        if route.path is None:  # the route answers itself; nothing goes upstream
+            response = jsonify(route.local_answer(call, upstream_body))
+            response.headers.update(limit_headers(call))
+            return response
+        if not holds_slot(call):
+            continue
+        encoded = json.dumps(upstream_body).encode()
+        for retry in range(1 + (call.api.retries or 0)):
+            if len(call.attempts) >= routing.MAX_ATTEMPTS:
+                break
+            outcome = sent(call, route, encoded, hide_usage)
+            if isinstance(outcome, Response):
+                return outcome
+            failure = outcome
+            told = routing.retry_after(failure.retry_after)
+            cooling = upstreams.failed(call.api, failure.text,
+                                       told if failure.status == 429 else None)
+            if cooling or retry == (call.api.retries or 0) or (told or 0) > routing.LONGEST_WAIT:
+                break  # on to the next candidate
+            time.sleep(routing.backoff(retry, told))
+        call.release_upstream()
+    if failure is not None:
+        return failure.response(call)
+    if refusal is not None:
+        raise ProxyError(400, str(refusal), param=refusal.param)
+    raise ProxyError(429, f"Every upstream able to serve '{shown(str(call.model_ref))}' is at its concurrency "
+                     "cap. Try again in 1 s.", type_="requests", code="upstream_concurrency",
+                     headers={"Retry-After": "1"})
+
+
+def holds_slot(call):
+    """Take a slot under the api's concurrency cap, when it has one; False when it is
+    full (the call then goes to the next candidate)."""
+    if not call.api.concurrency:
+        return True
+    try:
+        call.upstream_ticket = call.limiter.hold(f"api:{call.api.id}", call.api.concurrency)
+    except LimitsUnavailable as down:
+        raise database_unavailable(down) from None
+    if call.upstream_ticket is None:
+        call.attempts.append({"model": call.model.id, "api": call.api.id, "status": None,
+                              "error": "at its concurrency cap", "ms": 0})
+        return False
+    return True
+
+
+class Failed:
+    """A try that failed retryably: a transport error (a ProxyError), or an
+    upstream's error answer, already read. The last one becomes the response."""
+
+    def __init__(self, call, route=None, upstream=None, data=b"", error=None):
+        self.model, self.api, self.route = call.model, call.api, route
+        self.upstream, self.data, self.error = upstream, data, error
+        self.status = upstream.status if upstream is not None else error.status
+        self.retry_after = upstream.headers.get("Retry-After") if upstream is not None else None
+        self.text = error.message if error is not None else f"HTTP {self.status}: " + shown(
+            error_text(parsed_json(data), data) or "", 300)
+
+    def response(self, call):
+        call.model, call.api = self.model, self.api
+        if self.error is not None:
+            raise self.error
+        response = answered(call, self.route, self.upstream, self.data)
         response.headers.update(limit_headers(call))
         return response
-    upstream = forward(services().pools, call.api, route.path, json.dumps(upstream_body).encode(), call.stream,
-                       request.environ)
-    is_sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
-    if call.stream and upstream.status < 400 and is_sse:
-        return Response(Streamed(call, upstream, route.events(call, hide_usage)),
-                        status=upstream.status, headers={**SSE_HEADERS, **limit_headers(call)},
-                        content_type="text/event-stream; charset=utf-8")
-    response = answer(call, upstream, route)
+
+
+def sent(call, route, encoded, hide_usage):
+    """One try of the current model: the Response for the client, or a Failed try
+    worth another (nothing has reached the client then). Everything up to the
+    first byte of the answer is read here, so a timeout before it is retryable."""
+    began = time.perf_counter()
+    upstream, streamed = None, False
+    try:
+        upstream = forward(services().pools, call.api, route.path, encoded, call.stream, request.environ)
+        streamed = (call.stream and upstream.status < 400
+                    and upstream.headers.get("Content-Type", "").startswith("text/event-stream"))
+        data = upstream.read1(65536) if streamed else upstream.read()
+    except (ProxyError, HTTPError) as exc:
+        error = exc if isinstance(exc, ProxyError) else upstream_failure(call.api, exc)
+        if upstream is not None:
+            upstream.close()
+        call.attempted(began, error=error.message)
+        if error.upstream_error in routing.RETRYABLE_FAILURES:
+            return Failed(call, error=error)
+        raise error from None
+    finally:
+        if upstream is not None and not streamed:
+            upstream.release_conn()  # read whole: the connection goes back to the pool
+    call.attempted(began, status=upstream.status)
+    if upstream.status in routing.RETRYABLE_STATUS:
+        return Failed(call, route, upstream, data)
+    if streamed:
+        call.first_byte()
+        return Response(Streamed(call, upstream, route.events(call, hide_usage), data),
+                        status=upstream.status, content_type="text/event-stream; charset=utf-8",
+                        headers={**SSE_HEADERS, **limit_headers(call), "X-PromptProxy-Model": call.model.id})
+    response = answered(call, route, upstream, data)
     response.headers.update(limit_headers(call))
     return response
 
@@ -400,18 +527,22 @@ def model_object(model_id, created, owner):
 
 
 def model_objects(snap, key, user):
-    """Every model and model:prompt pairing the caller may use, in OpenAI's model shape."""
-    objects = []
+    """Every model and model:prompt pairing the caller may use, in OpenAI's model
+    shape; a group (models sharing a name) is listed once, by its name."""
+    listed = {}  # public name or id -> a model the caller may use by it
     for model in snap.model_list:
-        if allowed(key, user, model, None):
-            owner = snap.apis[model.api].name
-            objects.append(model_object(model.name or model.id, model.created, owner))
+        ref = model.name or model.id
+        if ref not in listed and allowed(key, user, model, None):
+            listed[ref] = model
+    objects = [model_object(ref, model.created, snap.apis[model.api].name) for ref, model in listed.items()]
+    pairs = set()
     for model in snap.model_list:
-        owner = snap.apis[model.api].name
+        ref = model.name or model.id
         for prompt in snap.prompt_list:
-            if allowed(key, user, model, prompt):
-                objects.append(model_object(f"{model.name or model.id}:{prompt.name or prompt.id}",
-                                            max(model.created, prompt.created), owner))
+            pair = f"{ref}:{prompt.name or prompt.id}"
+            if pair not in pairs and allowed(key, user, model, prompt):
+                pairs.add(pair)
+                objects.append(model_object(pair, max(model.created, prompt.created), snap.apis[model.api].name))
     return objects
 
 
@@ -436,9 +567,12 @@ def list_models():
 def get_model(ref):
     try:
         (key, user), snap = looked_up(active_caller, catalog().current())
-        (model, api, prompt), snap = looked_up(lambda s: resolve(s, ref), snap)
-        allow(key, user, model, prompt)
+        (group, prompt), snap = looked_up(lambda s: resolve(s, ref), snap)
+        usable = [model for model in group if allowed(key, user, model, prompt)]
+        if not usable:
+            allow(key, user, group[0], prompt)  # raises why
     except ProxyError as refused:
         return refused.response()
+    model = usable[0]
     created = max(model.created, prompt.created) if prompt else model.created
-    return jsonify(model_object(ref, created, api.name))
+    return jsonify(model_object(ref, created, snap.apis[model.api].name))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the types only: importing this module stays cheap
     from .accounting.limits import Limiter
     from .accounting.metrics import Metrics
     from .accounting.recorder import Recorder
+    from .accounting.upstreams import Upstreams
     from .auth.throttle import LoginThrottle
     from .data.catalog import Catalog
     from .data.db import ChangeListener
@@ -34,6 +35,7 @@ class Services:
     writer: Writer  # data.db's single writer thread
     recorder: Recorder  # request rows, written in batches through the writer
     limiter: Limiter  # rate and concurrency limits, in limits.db
+    upstreams: Upstreams  # upstream apis' cooldowns, beside the limits
     throttle: LoginThrottle  # failed logins, shared by the admin's login and the REST API's
     metrics: Metrics  # the figures of GET /metrics
     # PostgreSQL: tells the catalog of every change an instance commits (None on SQLite)

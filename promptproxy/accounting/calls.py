@@ -35,6 +35,8 @@ class Call:
     error: str = None
     upstream_error: str = None  # how the upstream failed, if it did: a kind, for the metrics
     ticket: object = None  # what the rate limiter admitted; released when the call ends
+    upstream_ticket: object = None  # a slot under the answering api's concurrency cap, if it has one
+    attempts: list = field(default_factory=list)  # each try: model, api, status or error, ms
     usage: dict = None
     ttfb_ms: float = None
     request_body: dict = None
@@ -67,6 +69,7 @@ class Call:
             return
         self.ended = True
         try:
+            self.release_upstream()
             usage = self.usage if isinstance(self.usage, dict) else {}
             self.limiter.release(self.ticket, usage.get("total_tokens"))  # the limiter reads the figure
         except Exception:
@@ -82,6 +85,17 @@ class Call:
             finally:
                 if self.metrics is not None:
                     self.metrics.ended(self)
+
+    def release_upstream(self):
+        """Give back the slot held under an api's concurrency cap (the call moves on, or ends)."""
+        ticket, self.upstream_ticket = self.upstream_ticket, None
+        if ticket is not None:
+            self.limiter.release(ticket, None)
+
+    def attempted(self, began, status=None, error=None):
+        """Note a try of the current model and api that `began` (perf_counter) then."""
+        self.attempts.append({"model": self.model.id, "api": self.api.id, "status": status, "error": error,
+                              "ms": round((time.perf_counter() - began) * 1000)})
 
     def first_byte(self):
         if self.ttfb_ms is None:
@@ -101,6 +115,7 @@ class Call:
             "total_tokens": usage.get("total_tokens"),
             "latency_ms": round((time.perf_counter() - self.started) * 1000),
             "ttfb_ms": round(self.ttfb_ms) if self.ttfb_ms is not None else None,
+            "attempts": self.attempts or None,
         }
         if self.track and bodies:
             row.update(request_body=self.request_body, response_body=self.response_body,

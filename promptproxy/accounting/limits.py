@@ -43,6 +43,7 @@ from ..data.writer import Writer
 log = logging.getLogger(__name__)
 
 KINDS = ("rpm", "tpm", "rpd", "concurrency")
+RUNNING = ("concurrency", "instance")  # the kinds counted as calls in flight, not in windows
 HEARTBEAT = 5  # seconds between a process's heartbeats (PostgreSQL)
 DEAD_AFTER = 20  # seconds of silence after which a process's calls stop counting
 
@@ -50,6 +51,10 @@ DEAD_AFTER = 20  # seconds of silence after which a process's calls stop countin
 class LimitsUnavailable(Exception):
     """The counts' database cannot be reached (down, restarting, locked too long):
     the call cannot be admitted now, and fails cleanly."""
+
+    @classmethod
+    def of(cls, exc):
+        return cls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def driver_unavailable(exc):
@@ -64,9 +69,14 @@ class Limited(Exception):
     """Over a limit: the 429 to send, with when to retry and the limit headers."""
 
     def __init__(self, kind, limit, retry_after, headers):
-        what = {"rpm": "requests per minute", "tpm": "tokens per minute", "rpd": "requests per day",
-                "concurrency": "concurrent requests"}[kind]
-        super().__init__(f"Rate limit reached: {limit} {what}. Try again in {retry_after} s.")
+        if kind == "instance":
+            message = (f"This server is at its limit of {limit} calls in flight (PROMPTPROXY_MAX_CONCURRENCY). "
+                       f"Try again in {retry_after} s.")
+        else:
+            what = {"rpm": "requests per minute", "tpm": "tokens per minute", "rpd": "requests per day",
+                    "concurrency": "concurrent requests"}[kind]
+            message = f"Rate limit reached: {limit} {what}. Try again in {retry_after} s."
+        super().__init__(message)
         self.kind, self.retry_after, self.headers = kind, retry_after, headers
 
 
@@ -113,8 +123,10 @@ class SQLiteCounts:
     SCHEMA = ("""CREATE TABLE IF NOT EXISTS windows (subject TEXT, kind TEXT, "window" INTEGER, used INTEGER,
                                                    PRIMARY KEY (subject, kind, "window")) WITHOUT ROWID""",
               """CREATE TABLE IF NOT EXISTS inflight (subject TEXT, pid INTEGER, used INTEGER,
-                                                    PRIMARY KEY (subject, pid)) WITHOUT ROWID""")
-    WINDOWS, INFLIGHT = "windows", "inflight"
+                                                    PRIMARY KEY (subject, pid)) WITHOUT ROWID""",
+              """CREATE TABLE IF NOT EXISTS cooldowns (api TEXT PRIMARY KEY, failures INTEGER, since REAL,
+                                                     until REAL, errors TEXT) WITHOUT ROWID""")
+    WINDOWS, INFLIGHT, COOLDOWNS = "windows", "inflight", "cooldowns"
 
     def __init__(self, path):
         self.path = path
@@ -163,8 +175,10 @@ class PostgresCounts:
                  used BIGINT, PRIMARY KEY (subject, kind, "window"))""",
               """CREATE TABLE IF NOT EXISTS _limit_inflight (subject TEXT, pid TEXT, used INTEGER,
                  PRIMARY KEY (subject, pid))""",
-              """CREATE TABLE IF NOT EXISTS _limit_processes (pid TEXT PRIMARY KEY, seen DOUBLE PRECISION)""")
-    WINDOWS, INFLIGHT = "_limit_windows", "_limit_inflight"
+              """CREATE TABLE IF NOT EXISTS _limit_processes (pid TEXT PRIMARY KEY, seen DOUBLE PRECISION)""",
+              """CREATE TABLE IF NOT EXISTS _upstream_cooldowns (api TEXT PRIMARY KEY, failures INTEGER,
+                 since DOUBLE PRECISION, until DOUBLE PRECISION, errors TEXT)""")
+    WINDOWS, INFLIGHT, COOLDOWNS = "_limit_windows", "_limit_inflight", "_upstream_cooldowns"
 
     def __init__(self, url, clock=time.time):
         self.url = url
@@ -251,8 +265,16 @@ def counts_at(location):
 
 
 class Limiter:
-    def __init__(self, location, defaults=None, clock=time.time, writer=None):
+    """Admits calls within their limits (`acquire`, `release`), and holds the other
+    counts of calls in flight that every process must see: an upstream api's
+    concurrency cap (`hold`), and with `max_concurrency` the instance's own cap,
+    counted under `instance` (limits.db is one instance's; on PostgreSQL, the name
+    of the instance's machine and data directory)."""
+
+    def __init__(self, location, defaults=None, clock=time.time, writer=None, max_concurrency=0,
+                 instance="instance"):
         self.defaults = {kind: value for kind, value in (defaults or {}).items() if value}
+        self.instance = (f"instance:{instance}", max_concurrency) if max_concurrency else None
         self.clock = clock
         self.counts = counts_at(location)
         self.writer = writer or Writer("limits", on_stop=self._close)
@@ -302,6 +324,8 @@ class Limiter:
     def acquire(self, key, user):
         """A Ticket for a call within its limits, None when none apply; raises Limited."""
         applied = effective(key, user, self.defaults)
+        if self.instance:
+            applied["instance"] = self.instance
         if not applied:
             return None
         now = self.clock()
@@ -320,15 +344,16 @@ class Limiter:
             counts.begin(subject for subject, _ in applied.values())
             used = dict.fromkeys(applied, 0)
             counted = [(subject, kind, windows[kind]) for kind, (subject, _) in applied.items()
-                       if kind != "concurrency"]
+                       if kind not in RUNNING]
             if counted:  # every window in one query
                 values = ", ".join(["(?, ?, ?)"] * len(counted))
                 for kind, count in counts.execute(
                         f'SELECT kind, used FROM {counts.WINDOWS} WHERE (subject, kind, "window") '
                         f"IN (VALUES {values})", [v for triple in counted for v in triple]):
                     used[kind] = count
-            if "concurrency" in applied:
-                used["concurrency"] = self._inflight(applied["concurrency"][0])
+            for kind in RUNNING:
+                if kind in applied:
+                    used[kind] = self._inflight(applied[kind][0])
             headers = self._headers(applied, used, to_minute, to_day)
             for kind, (_subject, limit) in applied.items():
                 if used[kind] >= limit:
@@ -337,10 +362,9 @@ class Limiter:
             for kind in ("rpm", "rpd"):
                 if kind in applied:
                     self._add(applied[kind][0], kind, windows[kind], 1)
-            if "concurrency" in applied:
-                counts.execute(f"INSERT INTO {counts.INFLIGHT} VALUES (?, ?, 1) ON CONFLICT (subject, pid) "
-                               f"DO UPDATE SET used = {counts.INFLIGHT}.used + 1",
-                               (applied["concurrency"][0], counts.process))
+            for kind in RUNNING:
+                if kind in applied:
+                    self._take(applied[kind][0])
             self._calls += 1
             if self._calls % 1000 == 0:  # forget finished windows now and then
                 counts.execute(f"DELETE FROM {counts.WINDOWS} WHERE (kind != 'rpd' AND \"window\" < ?) OR "
@@ -352,7 +376,7 @@ class Limiter:
         except BaseException as exc:
             self._reset()
             if driver_unavailable(exc):
-                raise LimitsUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+                raise LimitsUnavailable.of(exc) from exc
             raise
         return headers
 
@@ -361,7 +385,7 @@ class Limiter:
         if ticket is None:
             return
         tokens = tokens_count(tokens)
-        running = "concurrency" in ticket.subjects
+        running = any(kind in ticket.subjects for kind in RUNNING)
         counted = "tpm" in ticket.subjects and tokens
         if not (running or counted):
             return
@@ -377,16 +401,45 @@ class Limiter:
     def _release(self, ticket, running, counted, tokens):
         counts = self.counts
         try:
-            counts.begin(ticket.subjects[kind] for kind in ("concurrency", "tpm") if kind in ticket.subjects)
+            counts.begin(ticket.subjects[kind] for kind in (*RUNNING, "tpm") if kind in ticket.subjects)
             if running:
-                counts.execute(f"UPDATE {counts.INFLIGHT} SET used = used - 1 WHERE subject = ? AND pid = ?",
-                               (ticket.subjects["concurrency"], counts.process))
+                for kind in RUNNING:
+                    if kind in ticket.subjects:
+                        counts.execute(f"UPDATE {counts.INFLIGHT} SET used = used - 1 WHERE subject = ? AND pid = ?",
+                                       (ticket.subjects[kind], counts.process))
             if counted:
                 self._add(ticket.subjects["tpm"], "tpm", int(self.clock() // 60), tokens)
             counts.execute("COMMIT")
         except BaseException:
             self._reset()
             raise
+
+    def hold(self, subject, cap):
+        """One of `cap` slots of `subject` (an upstream api's) for a call, as a
+        Ticket to `release` when the call ends; None when all are taken."""
+        return self.writer.run(self._hold, subject, cap)
+
+    def _hold(self, subject, cap):
+        counts = self.counts
+        try:
+            self._release_late()
+            counts.begin([subject])
+            if self._inflight(subject) >= cap:
+                counts.execute("ROLLBACK")
+                return None
+            self._take(subject)
+            counts.execute("COMMIT")
+        except BaseException as exc:
+            self._reset()
+            if driver_unavailable(exc):
+                raise LimitsUnavailable.of(exc) from exc
+            raise
+        return Ticket({"concurrency": subject}, int(self.clock() // 60))
+
+    def _take(self, subject):
+        table = self.counts.INFLIGHT
+        self.counts.execute(f"INSERT INTO {table} VALUES (?, ?, 1) ON CONFLICT (subject, pid) "
+                            f"DO UPDATE SET used = {table}.used + 1", (subject, self.counts.process))
 
     def _add(self, subject, kind, window, amount):
         table = self.counts.WINDOWS

@@ -40,6 +40,8 @@ class Snapshot:
     # None and .secret_error says why (the call must be refused, not sent without a key)
     apis: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)  # id and public name -> model row
+    # public name -> the usable models sharing it (a group), in listing order
+    groups: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)  # id and public name -> prompt row
     model_list: list = field(default_factory=list)  # active models, in listing order
     prompt_list: list = field(default_factory=list)
@@ -81,6 +83,7 @@ def load(version):
     for row in snap.model_list:  # names second, so an id always wins over a name
         if row.name:
             snap.models.setdefault(row.name, row)
+            snap.groups.setdefault(row.name, []).append(row)
     prompts = BY_NAME["prompts"].model
     for row in prompts.select().order_by(prompts.name, prompts.created):
         snap.prompts[row.id] = row
