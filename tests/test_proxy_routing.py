@@ -4,6 +4,7 @@ SDKs as clients. Whatever fails behind the gateway, each call gets one answer.""
 
 import concurrent.futures
 import threading
+import time
 
 import anthropic
 import openai
@@ -305,3 +306,53 @@ def test_an_instance_cap_refuses_calls_over_it_with_retry_after_1(data_dir, upst
         server.server_close()
         thread.join(5)
         stop(app)
+
+
+@pytest.mark.slow
+def test_a_cooldown_started_on_one_worker_holds_on_the_other(pair, served):
+    """The Docker image's command, two gevent workers: after three failures, wherever
+    they happened, the failing member receives no calls, whichever worker serves them."""
+    from .test_metrics import KEPT_IN, TOKEN, image_command, per_process
+
+    pair.update("models", pair.b, weight=0)
+    for _ in range(10):
+        pair.upstream.script(status=503)
+    server = served(image_command(), PROMPTPROXY_METRICS_TOKEN=TOKEN)
+    (directory,) = [match.group(1) for match in server.wait_for_log(KEPT_IN)]
+    pair.url = server.url
+
+    def call(_):  # a connection of its own, so either worker may take it
+        client = pair.client(default_headers={"Connection": "close"})
+        return answered_by(client.chat.completions.with_raw_response.create(model="pool", messages=HI))
+
+    assert [call(n) for n in range(3)] == [pair.b.id] * 3
+    assert len(pair.upstream.requests) == 3
+    before = per_process(directory)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(call, range(60))) == {pair.b.id}
+    after = per_process(directory)
+    assert len(pair.upstream.requests) == 3  # cooling down, on both workers
+    served_now = {pid: after[pid] - before.get(pid, 0) for pid in after}
+    assert len(served_now) == 2 and all(count > 0 for count in served_now.values()), served_now
+
+
+def test_the_admin_shows_each_apis_state_and_can_end_a_cooldown(pair, admin):
+    from .conftest import csrf_token
+
+    pair.update("models", pair.b, weight=0)
+    for _ in range(3):
+        pair.upstream.script(status=503, body={"error": {"message": "overloaded, sorry"}})
+    for _ in range(3):
+        pair.client().chat.completions.create(model="pool", messages=HI)
+    listing = admin.get("/_/apis/").get_data(as_text=True)
+    assert listing.count("cooling down") == 1 and listing.count(">ready<") == 1
+    details_url = f"/_/apis/details/?id={pair.api.id}"
+    page = admin.get(details_url).get_data(as_text=True)
+    until = services(pair.app).upstreams.state()[pair.api.id]["until"]
+    assert "cooling down</span> until " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(until)) in page
+    assert page.count("HTTP 503: overloaded, sorry") == 3
+    token = csrf_token(admin, details_url)
+    admin.post("/_/apis/cooldown/", data={"id": pair.api.id, "csrf_token": token})
+    assert "cooling down" not in admin.get(details_url).get_data(as_text=True)
+    response = pair.client().chat.completions.with_raw_response.create(model="pool", messages=HI)
+    assert answered_by(response) == pair.a.id

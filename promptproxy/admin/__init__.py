@@ -7,10 +7,11 @@ from flask_login import LoginManager
 
 from ..auth import superusers
 from ..collections import ALL
+from .apis import ApiView
 from .home import HomeView, asset_url
 from .layout import list_styles, sidebar
 from .live import LiveView
-from .playground import ApiView, ConnectionView, PlaygroundView
+from .playground import ConnectionView, PlaygroundView
 from .views import CollectionView, RequestView, pop_reveal
 
 ADMIN_HEADERS = {

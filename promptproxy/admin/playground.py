@@ -10,13 +10,11 @@ admin's record holds it encrypted, and only the page ever shows it in clear.
 
 import json
 import time
-from typing import ClassVar
 
 import certifi
 import urllib3
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import BaseView, expose
-from flask_admin.model.template import EndpointLinkRowAction
 from flask_login import current_user
 from peewee import fn
 from urllib3.exceptions import (
@@ -36,7 +34,7 @@ from ..providers.base import error_message
 from ..providers.upstream import upstream_base, upstream_headers
 from ..services import services
 from .forms import UNREADABLE, mask
-from .views import CollectionView, LoginRequired
+from .views import LoginRequired
 
 PLAYGROUND_USER = "Playground"
 KEY_PLACEHOLDER = "$PROMPTPROXY_KEY"
@@ -297,11 +295,3 @@ class ConnectionView(LoginRequired, BaseView):
         if failed:
             flash(f"Could not add: {'; '.join(failed)}.", "error")
         return redirect(url_for(".check", api_id=api.id))
-
-
-class ApiView(CollectionView):
-    """The apis table, with a "Test connection" link on every row and details page."""
-
-    details_template = "promptproxy/api_details.html"
-    column_extra_row_actions: ClassVar[list] = [  # Flask-Admin wants a list
-        EndpointLinkRowAction("fa fa-plug", "connection.check", title="Test connection", id_arg="api_id")]
