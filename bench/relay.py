@@ -1,5 +1,5 @@
 """Time the proxy's relay loop alone (no sockets): a recorded OpenAI stream, read in
-pieces of a given size, through `proxy.relay` and the OpenAI event class, as an
+pieces of a given size, through `relay.relay` and the OpenAI event class, as an
 untracked key's stream would be.
 
     python bench/relay.py [PIECE_BYTES ...]
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from promptproxy import proxy
+from promptproxy import relay
 from promptproxy.accounting.calls import Call
 from promptproxy.providers import openai
 
@@ -47,9 +47,9 @@ def run(size, rounds=25):
     best = None
     for _ in range(rounds):
         call = Call("chat/completions", SimpleNamespace(track=False), None)
-        relay = proxy.relay(call, Upstream(data, size), openai.OpenAIEvents(call, True))
+        relayed = relay.relay(call, Upstream(data, size), openai.OpenAIEvents(call, True), None)
         started = time.process_time()
-        out = b"".join(relay)
+        out = b"".join(relayed)
         elapsed = time.process_time() - started
         best = elapsed if best is None else min(best, elapsed)
     assert b"Hel" in out and call.usage["total_tokens"] == 12

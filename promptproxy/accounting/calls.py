@@ -53,6 +53,11 @@ class Call:
             self.metrics.began()  # in flight until it ends
 
     @property
+    def limit_headers(self):
+        """The rate-limit headers every answer to this call carries."""
+        return self.ticket.headers if self.ticket else {}
+
+    @property
     def track(self):
         return bool(self.key.track)
 
