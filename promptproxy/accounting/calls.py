@@ -73,12 +73,14 @@ class Call:
         if self.ended:
             return
         self.ended = True
+        usage = self.usage if isinstance(self.usage, dict) else {}
         try:
-            self.release_upstream()
-            usage = self.usage if isinstance(self.usage, dict) else {}
-            self.limiter.release(self.ticket, usage.get("total_tokens"))  # the limiter reads the figure
-        except Exception:
-            log.exception("releasing the rate-limit slot of a call failed")
+            for release in (self.release_upstream,
+                            lambda: self.limiter.release(self.ticket, usage.get("total_tokens"))):
+                try:
+                    release()
+                except Exception:
+                    log.exception("releasing a slot of a call failed")
         finally:
             try:
                 row = self.row()
