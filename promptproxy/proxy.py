@@ -33,6 +33,7 @@ from .errors import ProxyError, database_unavailable
 from .providers import sse
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused, error_text, parsed_json
+from .providers.embeddings import rewrite_embeddings
 from .providers.openai import rewrite_chat, rewrite_completion
 from .providers.upstream import PASSED_BACK, forward, upstream_failure
 from .services import services
@@ -210,7 +211,7 @@ def answer(call, upstream, route):
     except Refused as exc:
         raise ProxyError(502, f"The upstream's answer could not be translated: {exc}",
                          type_="api_error", code="upstream_error", upstream_error="invalid") from None
-    if call.track:
+    if call.track and call.response_body is None:  # unless the route kept a shorter account of it
         call.response_body = parsed
     if body is parsed:  # passed through: send the upstream's own bytes
         return Response(data, status=upstream.status, headers=headers, content_type=content_type)
@@ -380,6 +381,11 @@ def chat_completions():
 @proxy.post("/completion")
 def completions():
     return handle("completions", rewrite_completion)
+
+
+@proxy.post("/embeddings")
+def embeddings():
+    return handle("embeddings", rewrite_embeddings)
 
 
 @proxy.post("/messages")
