@@ -37,6 +37,7 @@ from .data.fields import utcnow
 from .errors import ProxyError, database_unavailable, shown
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused
+from .providers.embeddings import rewrite_embeddings
 from .providers.openai import rewrite_chat, rewrite_completion
 from .relay import Streamed, sent
 from .services import services
@@ -339,6 +340,11 @@ def chat_completions():
 @proxy.post("/completion")
 def completions():
     return handle("completions", rewrite_completion)
+
+
+@proxy.post("/embeddings")
+def embeddings():
+    return handle("embeddings", rewrite_embeddings)
 
 
 @proxy.post("/messages")

@@ -106,7 +106,7 @@ def answered(call, route, upstream, data):
     except Refused as exc:
         raise ProxyError(502, f"The upstream's answer could not be translated: {exc}",
                          type_="api_error", code="upstream_error", upstream_error="invalid") from None
-    if call.track:
+    if call.track and call.response_body is None:  # unless the route kept a shorter account of it
         call.response_body = parsed
     if body is parsed:  # passed through: send the upstream's own bytes
         return Response(data, status=upstream.status, headers=headers, content_type=content_type)

@@ -48,6 +48,7 @@ V1_BODIES = st.one_of(
                                   "content": JSON}), max_size=3)),
         "prompt": JSON, "system": JSON, "stream": JSON, "max_tokens": JSON, "tools": JSON,
         "stream_options": JSON, "n": JSON, "temperature": JSON,
+        "input": JSON, "encoding_format": JSON, "dimensions": JSON,
     }).map(lambda value: json.dumps(value).encode()),
 ).map(Body)
 RECORD_FIELDS = ("name", "email", "user", "label", "rpm", "tpm", "concurrency", "base_url", "api_key", "headers",
@@ -130,7 +131,8 @@ SETTINGS = settings(max_examples=120, deadline=None, derandomize=True, database=
 @pytest.mark.slow
 @SETTINGS
 @given(route=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/messages",
-                              "/v1/messages/count_tokens", "/v1/chat/completion"]),
+                              "/v1/messages/count_tokens", "/v1/chat/completion",
+                              "/v1/embeddings"]),
        body=V1_BODIES, content_type=CONTENT_TYPES, auth=AUTH)
 def test_proxy_routes(fuzzer, route, body, content_type, auth):
     fuzzer.v1("POST", route, body, content_type, auth)

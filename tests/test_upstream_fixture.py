@@ -2,6 +2,8 @@
 official openai SDK talking straight to it: end-to-end proxy tests rely on it
 behaving exactly as documented, so it gets its own tests."""
 
+import array
+import base64
 import json
 import threading
 import time
@@ -11,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from tests.upstream import FakeUpstream
+from tests.upstream import FakeUpstream, fake_embedding
 
 
 @pytest.fixture
@@ -87,6 +89,25 @@ def test_text_completion_json(upstream):
     assert [choice["text"] for choice in data["choices"]] == ["echo: one", "echo: two three"]
     assert [choice["index"] for choice in data["choices"]] == [0, 1]
     assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+
+
+def test_embeddings(upstream):
+    url = f"{upstream.base_url}/embeddings"
+    data = requests.post(url, json={"model": "e", "input": ["one two", "three"]}, timeout=5).json()
+    assert data["object"] == "list" and data["model"] == "e"
+    vectors = [item["embedding"] for item in data["data"]]
+    assert vectors == [fake_embedding("one two"), fake_embedding("three")]
+    assert len(vectors[0]) == 8 and vectors[0] != vectors[1]
+    assert [item["index"] for item in data["data"]] == [0, 1]
+    assert data["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
+
+    data = requests.post(url, json={"input": [[1, 2, 3], [4]], "dimensions": 3, "encoding_format": "base64"},
+                         timeout=5).json()
+    decoded = [array.array("f", base64.b64decode(item["embedding"])).tolist() for item in data["data"]]
+    assert decoded == [fake_embedding([1, 2, 3], 3), fake_embedding([4], 3)]
+    assert data["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    for bad in ({"input": {"text": "x"}}, {"input": []}, {"input": "x", "dimensions": 10 ** 30}):
+        assert requests.post(url, json=bad, timeout=5).status_code == 400
 
 
 def test_models(upstream):

@@ -19,6 +19,11 @@ Default answers (no behaviour scripted):
   Usage is deterministic: prompt_tokens is the number of whitespace-separated
   words in all message contents (or prompts), completion_tokens the number of
   words in the reply (or replies).
+* ``POST /v1/embeddings`` -- one embedding per input (a string, a list of strings,
+  of token ids, or of lists of token ids): :func:`fake_embedding` of it, with
+  ``dimensions`` numbers (8 by default), as floats or, with ``encoding_format:
+  "base64"``, as little-endian float32 in base64. Usage: prompt_tokens (and
+  total_tokens) is the number of words, or token ids, in all the inputs.
 * ``GET /v1/models`` -- :attr:`FakeUpstream.models`; ``GET /v1/models/<id>``.
 * With ``"stream": true`` the answer is server-sent events: one chunk per word
   of the reply (the last carrying ``finish_reason``), then -- only if the
@@ -28,22 +33,26 @@ Default answers (no behaviour scripted):
 * Anything else answers 404 (405 for a wrong method) in OpenAI's error shape.
 """
 
+import base64
 import collections
 import json
 import re
 import selectors
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["FakeUpstream", "RecordedRequest", "Headers"]
+__all__ = ["FakeUpstream", "RecordedRequest", "Headers", "fake_embedding"]
 
 CREATED = 1_700_000_000  # a fixed timestamp keeps every answer deterministic
 DEFAULT_MODEL = "gpt-4o-mini"
+EMBEDDING_DIMENSIONS = 8
 BEHAVIOURS = {"status", "body", "headers", "reply", "chunks", "framing", "gate", "delay",
               "drop_after", "hang", "line_end"}
 FRAMINGS = {"chunked", "close"}
@@ -340,6 +349,26 @@ def _words(text):
     return len(text.split())
 
 
+def fake_embedding(item, dimensions=EMBEDDING_DIMENSIONS):
+    """The vector the fake upstream answers for one input (a text or token ids):
+    the same for the same input, another for another, and exact in float32
+    (multiples of 1/64), so a base64 answer decodes to exactly these numbers."""
+    seed = zlib.crc32(json.dumps(item).encode())
+    return [((seed + 37 * j) % 64 - 32) / 64 for j in range(dimensions)]
+
+
+def _embedding_inputs(value):
+    """The inputs of an embeddings request, one per embedding; None if `value` has
+    none of OpenAI's shapes."""
+    def tokens(item):
+        return isinstance(item, list) and item and all(type(t) is int for t in item)
+    if isinstance(value, str) or tokens(value):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) or tokens(v) for v in value):
+        return value
+    return None
+
+
 def _pieces(text):
     """Split a reply into per-word pieces that concatenate back to it."""
     return re.findall(r"\s*\S+\s*$|\s*\S+", text) or [text]
@@ -425,6 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = request.path.split("?", 1)[0].rstrip("/")
         routes = {"/v1/chat/completions": ("POST", self._chat),
                   "/v1/completions": ("POST", self._completion),
+                  "/v1/embeddings": ("POST", self._embeddings),
                   "/v1/models": ("GET", self._models)}
         route = ("GET", self._model) if path.startswith("/v1/models/") else routes.get(path)
         if route is None:
@@ -518,6 +548,25 @@ class _Handler(BaseHTTPRequestHandler):
             events.append({"id": ident, "object": "text_completion", "created": CREATED,
                            "model": model, "choices": [], "usage": usage})
         self._stream(status, events, behaviour)
+
+    def _embeddings(self, request, behaviour, status):
+        data = request.json
+        inputs = _embedding_inputs(data.get("input"))
+        if inputs is None:
+            return self._send_json(400, _error("'input' must be a string, an array of strings, of token ids "
+                                               "or of arrays of token ids", "invalid_request_error"))
+        dimensions = data.get("dimensions", EMBEDDING_DIMENSIONS)
+        if type(dimensions) is not int or not 1 <= dimensions <= 4096:
+            return self._send_json(400, _error("'dimensions' must be an integer from 1 to 4096",
+                                               "invalid_request_error"))
+        vectors = [fake_embedding(item, dimensions) for item in inputs]
+        if data.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        tokens = sum(len(item) if isinstance(item, list) else _words(item) for item in inputs)
+        self._send_json(status, {
+            "object": "list", "model": data.get("model") or "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @staticmethod
     def _usage(prompt_tokens, completion_tokens):
