@@ -356,3 +356,14 @@ def test_the_admin_shows_each_apis_state_and_can_end_a_cooldown(pair, admin):
     assert "cooling down" not in admin.get(details_url).get_data(as_text=True)
     response = pair.client().chat.completions.with_raw_response.create(model="pool", messages=HI)
     assert answered_by(response) == pair.a.id
+
+
+def test_embeddings_are_served_by_groups_and_fallbacks_too(pair):
+    pair.update("models", pair.b, weight=0)
+    pair.upstream.script(status=503)
+    response = pair.client().embeddings.with_raw_response.create(model="pool", input=["one", "two"])
+    assert answered_by(response) == pair.b.id
+    assert len(response.parse().data) == 2
+    (row,) = pair.rows(1)
+    assert row.endpoint == "embeddings" and row.api == pair.api_b.id and row.input_tokens == 2
+    assert [a["status"] for a in row.attempts] == [503, 200]
