@@ -1,22 +1,29 @@
 """Usage statistics for the dashboard: an hourly rollup of the requests table.
 
 Every batch of request rows the recorder writes is also added, in the same
-transaction, to `_request_stats`: one row per (hour, user, model, prompt, api)
-with the number of requests, of errors (status >= 400), input and output tokens,
-and a latency histogram over fixed, log-spaced bins. The dashboard reads only this
-table, so its cost does not grow with the number of requests.
+transaction, to `_request_stats`: one row per (hour, user, model, prompt, api,
+end user) with the number of requests, of errors (status >= 400), input and output
+tokens, and a latency histogram over fixed, log-spaced bins. The dashboard reads
+only this table, so its cost does not grow with the number of requests.
 
 Besides those detail rows the table keeps, for every hour, roll-up rows in which
-the other dimensions are `ALL` ("*", which no record id can be): one for the hour
-as a whole, (hour, "*", "*", "*", "*"), and one per user (hour, user, "*", "*",
-"*"), per model, per prompt and per api. They are written by the same statement
-as the detail rows and let `summary` read a few dozen rows per hour instead of
-every combination of user, model, prompt and api that occurred. Sum detail rows
-(`DETAIL`) or one kind of roll-up, never the whole table.
+the other dimensions are "all": one for the hour as a whole, and one per user, per
+model, per prompt, per api and per end user, in which only that dimension has a
+value. They are written by the same statement as the detail rows and let `summary`
+read a few rows per hour and user, model, prompt, api or end user instead of every
+combination that occurred. Sum detail rows (`DETAIL`) or one kind of roll-up, never
+the whole table.
+
+"All" must be a value no request can have. For the records' ids it is `ALL` ("*",
+which no record id can be). An end user is whatever text a client sent, "*"
+included, so theirs is `ALL_END_USERS`, a control character, which end users never
+hold (accounting/end_users.py removes them). Every roll-up row has `ALL` as its
+user or its model, and detail rows never do: that is how the two are told apart.
 
 Times are UTC; `hour` is hours since the Unix epoch. Ids are kept as they are,
 so deleting a user or a model leaves its history (it shows as its id); "" means
-the request had none (no prompt, or a model that could not be resolved).
+the request had none (no prompt, no end user, or a model that could not be
+resolved).
 """
 
 import datetime as dt
@@ -31,7 +38,10 @@ from ..collections import BY_NAME
 from ..data.db import BaseModel, db, is_postgresql
 
 ALL = "*"
-DIMENSIONS = ("user", "model", "prompt", "api")
+ALL_END_USERS = "\x1f"
+DIMENSIONS = ("user", "model", "prompt", "api", "end_user")
+ALLS = (ALL, ALL, ALL, ALL, ALL_END_USERS)  # "all" of each dimension
+RECORDS = {"user": "users", "model": "models", "prompt": "prompts", "api": "apis"}  # ids of records
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
 
 # Latency histogram: bin 0 is [0, 10 ms), bin i is [EDGES[i-1], EDGES[i]), the last
@@ -57,6 +67,7 @@ class RequestStats(BaseModel):
     model = peewee.TextField(default="")
     prompt = peewee.TextField(default="")
     api = peewee.TextField(default="")
+    end_user = peewee.TextField(default="")
     requests = peewee.IntegerField(default=0)
     errors = peewee.IntegerField(default=0)
     input_tokens = peewee.IntegerField(default=0)
@@ -74,7 +85,7 @@ del _name
 
 TABLE = RequestStats._meta.table_name
 ROLLUPS_INDEX = TABLE + "_rollups"
-# Every roll-up row has "*" as its user or its model; detail rows never do.
+# Every roll-up row has ALL as its user or its model; detail rows never do.
 IS_ROLLUP = "(\"user\" = '*' OR \"model\" = '*')"
 DETAIL = "(\"user\" != '*' AND \"model\" != '*')"
 RequestStats.add_index(RequestStats.index(RequestStats.hour, name=ROLLUPS_INDEX).where(
@@ -107,6 +118,14 @@ def _hour(created):
         return (created.toordinal() - _EPOCH_DAY) * 24 + created.hour
 
 
+def _keys(hour, user, model, prompt, api, end_user):
+    """The rows one request is counted in: its detail row, then its roll-ups."""
+    return ((hour, user, model, prompt, api, end_user), (hour, ALL, ALL, ALL, ALL, ALL_END_USERS),
+            (hour, user, ALL, ALL, ALL, ALL_END_USERS), (hour, ALL, model, ALL, ALL, ALL_END_USERS),
+            (hour, ALL, ALL, prompt, ALL, ALL_END_USERS), (hour, ALL, ALL, ALL, api, ALL_END_USERS),
+            (hour, ALL, ALL, ALL, ALL, end_user))
+
+
 def add(rows):
     """Add a batch of request rows (dicts as the recorder builds them) to the rollup:
     aggregated here, then one prepared UPSERT run with executemany. Runs inside the
@@ -114,15 +133,12 @@ def add(rows):
     groups = {}
     get = groups.get
     for row in rows:
-        hour = _hour(row["created"])
-        user, model = row.get("user") or "", row.get("model") or ""
-        prompt, api = row.get("prompt") or "", row.get("api") or ""
         error = 1 if (row.get("status") or 0) >= 400 else 0
         input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
         latency = row.get("latency_ms")
         slot = None if latency is None else 4 + bisect_right(EDGES, latency)
-        for key in ((hour, user, model, prompt, api), (hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL),
-                    (hour, ALL, model, ALL, ALL), (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
+        for key in _keys(_hour(row["created"]), row.get("user") or "", row.get("model") or "",
+                         row.get("prompt") or "", row.get("api") or "", row.get("end_user") or ""):
             values = get(key)
             if values is None:
                 values = groups[key] = [0] * WIDTH
@@ -145,10 +161,9 @@ def add(rows):
 def _with_rollups(groups):
     """Rows for detail groups {key: values}, followed by their roll-ups."""
     parts = {}
-    for (hour, user, model, prompt, api), values in groups.items():
-        for key in ((hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL), (hour, ALL, model, ALL, ALL),
-                    (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
-            parts.setdefault(key, []).append(values)
+    for key, values in groups.items():
+        for rollup in _keys(*key)[1:]:
+            parts.setdefault(rollup, []).append(values)
     return [(*key, *values) for key, values in groups.items()] + \
            [(*key, *map(sum, zip(*many))) for key, many in parts.items()]
 
@@ -170,7 +185,7 @@ def _rebuild_query():
             "COUNT(*), COUNT(CASE WHEN \"status\" >= 400 THEN 1 END), "
             "COALESCE(SUM(\"input_tokens\"), 0), COALESCE(SUM(\"output_tokens\"), 0), "
             + ", ".join(bins)
-            + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5 ORDER BY 1')
+            + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1')
 
 
 def rebuild():
@@ -185,8 +200,8 @@ def rebuild():
                 db.cursor().executemany(upsert_sql(), _with_rollups(groups))  # one hour at a time
                 groups = {}
             hour = row[0]
-            groups[row[:5]] = list(row[5:])
-            counted += row[5]
+            groups[row[:6]] = list(row[6:])
+            counted += row[6]
         if groups:
             db.cursor().executemany(upsert_sql(), _with_rollups(groups))
     return counted
@@ -254,17 +269,20 @@ def _latency(histogram):
 
 
 def _names(dimension, ids):
-    """Record titles for ids; ids of deleted records map to None."""
-    collection = BY_NAME[dimension + "s"]
+    """Record titles for ids; ids of deleted records map to None. An end user is
+    their own name."""
     wanted = [i for i in ids if i]
+    if dimension not in RECORDS:
+        return {i: i for i in wanted}
     if not wanted:
         return {}
+    collection = BY_NAME[RECORDS[dimension]]
     model = collection.model
     return {row.id: collection.title(row) for row in model.select().where(model.id.in_(wanted))}
 
 
 _SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
-_WHOLE_HOUR = "\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"api\" = '*'"
+_WHOLE_HOUR = " AND ".join(f'"{d}" = \'{all_}\'' for d, all_ in zip(DIMENSIONS, ALLS))
 
 
 def _rollups_in_range():
@@ -280,9 +298,9 @@ def _series_sql():
 
 
 def _by_dimension_sql():
-    """Every per-user, per-model, per-prompt and per-api roll-up, summed over the range."""
+    """Every per-user, per-model, per-prompt, per-api and per-end-user roll-up, summed over the range."""
     return (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_rollups_in_range()} AND NOT ({_WHOLE_HOUR}) '
-            "GROUP BY 1, 2, 3, 4")
+            "GROUP BY 1, 2, 3, 4, 5")
 
 
 def summary(range_="24h", now=None):
@@ -294,8 +312,8 @@ def summary(range_="24h", now=None):
         by = {d: [] for d in DIMENSIONS}
         for row in db.execute_sql(_by_dimension_sql(), (start, end)):
             for i, dimension in enumerate(DIMENSIONS):
-                if row[i] != ALL:
-                    by[dimension].append((row[i], row[4:]))
+                if row[i] != ALLS[i]:
+                    by[dimension].append((row[i], row[len(DIMENSIONS):]))
                     break
         any_ever = bool(db.execute_sql(f'SELECT 1 FROM "{TABLE}" LIMIT 1').fetchone())
         breakdowns = {d: _breakdown(d, by[d]) for d in DIMENSIONS}
