@@ -193,13 +193,15 @@ def test_rollup_matches_the_request_rows(app, records_):
     assert detail == expected_detail(raw)
 
     # Each roll-up is the sum of its detail rows: the hour, and per user, model, prompt,
-    # api and end user ("all" end users is a control character: an end user can be "*").
+    # api and end user ("all" end users is a control character: an end user can be "*"),
+    # and per end user and day (api "**", the day's first hour).
     sums = defaultdict(lambda: dict.fromkeys(stats.VALUES, 0))
     every = stats.ALL_END_USERS
     for (hour, user, model, prompt, api, end_user), values in detail.items():
         for key in ((hour, "*", "*", "*", "*", every), (hour, user, "*", "*", "*", every),
                     (hour, "*", model, "*", "*", every), (hour, "*", "*", prompt, "*", every),
-                    (hour, "*", "*", "*", api, every), (hour, "*", "*", "*", "*", end_user)):
+                    (hour, "*", "*", "*", api, every), (hour, "*", "*", "*", "*", end_user),
+                    (hour - hour % 24, "*", "*", "*", "**", end_user)):
             for column, value in values.items():
                 sums[key][column] += value
     assert rollups == {key: dict(values) for key, values in sums.items()}
@@ -287,7 +289,7 @@ def test_add_runs_in_its_own_transaction_when_called_alone(app):
     hour = epoch_hour(NOW)
     assert detail == {(hour, "u1", "", "", "", ""): {**dict.fromkeys(stats.VALUES, 0), "requests": 1,
                                                      "errors": 1, "input_tokens": 5, "lat1": 1}}
-    assert len(rollups) == 6
+    assert len(rollups) == 7
 
 
 # -- the summary ----------------------------------------------------------------
@@ -326,23 +328,41 @@ def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
              "api": {a.id: a.name for a in records_["apis"]},
              "end_user": {e: e for e in END_USERS if e}}
     for dimension in stats.DIMENSIONS:
-        groups = defaultdict(list)
-        for row in window:
-            groups[row[dimension] or ""].append(row)
-        ranked = sorted(groups, key=lambda i: (-len(groups[i]), i))
-        block = summary["breakdowns"][dimension]
-        assert [e["id"] for e in block["top"]] == ranked[:10]
-        for entry in block["top"]:
-            counts, latencies = figures(groups[entry["id"]])
-            assert {k: entry[k] for k in counts} == counts
-            assert entry["name"] == (names[dimension][entry["id"]] if entry["id"] else "(none)")
-            assert entry["deleted"] is False
-            assert_close_to(entry["p50_ms"], latencies, 0.50)
-        rest = [row for i in ranked[10:] for row in groups[i]]
-        counts, _ = figures(rest)
-        assert block["others"] == {"count": len(ranked[10:]), **counts}
+        assert_breakdown(summary["breakdowns"][dimension], dimension, window, names[dimension])
     assert summary["breakdowns"]["user"]["others"]["count"] > 0  # 13 users: the top 10 and the rest
     assert summary["breakdowns"]["end_user"]["others"]["count"] > 0
+
+
+def assert_breakdown(block, dimension, window, names):
+    """The top 10 of `dimension` over the rows in the window, and the others summed."""
+    groups = defaultdict(list)
+    for row in window:
+        groups[row[dimension] or ""].append(row)
+    ranked = sorted(groups, key=lambda i: (-len(groups[i]), i))
+    assert [e["id"] for e in block["top"]] == ranked[:10]
+    for entry in block["top"]:
+        counts, latencies = figures(groups[entry["id"]])
+        assert {k: entry[k] for k in counts} == counts
+        assert entry["name"] == (names[entry["id"]] if entry["id"] else "(none)")
+        assert entry["deleted"] is False
+        assert_close_to(entry["p50_ms"], latencies, 0.50)
+    rest = [row for i in ranked[10:] for row in groups[i]]
+    counts, _ = figures(rest)
+    assert block["others"] == {"count": len(ranked[10:]), **counts}
+
+
+@pytest.mark.parametrize("now", [NOW.replace(hour=23, minute=59), NOW.replace(hour=0, minute=0), NOW],
+                         ids=["a-whole-day", "midnight", "mid-day"])
+def test_end_users_are_summed_from_days_and_hours(app, records_, now):
+    """End users are read from whole days' roll-ups where the range covers days whole,
+    and from the hours' at its edges: whatever the time, each hour is counted once."""
+    rows = mix(records_, count=1200, now=now)
+    record(app, rows)
+    for range_ in stats.RANGES:
+        _, _, _, chosen = in_window(rows, range_, now)
+        window = [row for bucket in chosen.values() for row in bucket]
+        block = stats.summary(range_, now=now)["breakdowns"]["end_user"]
+        assert_breakdown(block, "end_user", window, {e: e for e in END_USERS if e})
 
 
 def test_summary_with_no_requests(app):

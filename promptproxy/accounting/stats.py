@@ -6,19 +6,22 @@ end user) with the number of requests, of errors (status >= 400), input and outp
 tokens, and a latency histogram over fixed, log-spaced bins. The dashboard reads
 only this table, so its cost does not grow with the number of requests.
 
-Besides those detail rows the table keeps, for every hour, roll-up rows in which
-the other dimensions are "all": one for the hour as a whole, and one per user, per
-model, per prompt, per api and per end user, in which only that dimension has a
-value. They are written by the same statement as the detail rows and let `summary`
-read a few rows per hour and user, model, prompt, api or end user instead of every
-combination that occurred. Sum detail rows (`DETAIL`) or one kind of roll-up, never
-the whole table.
+Besides those detail rows the table keeps roll-up rows, in which the dimensions
+not named are "all". Every hour has one for the hour as a whole, one per user, per
+model, per prompt and per api (their end user is "all"), and one per end user (all
+four others "all"); every UTC day also has one per end user, whose api is `DAY`
+and whose hour is the day's first. They are written by the same statement as the
+detail rows and let `summary` read a few rows per hour instead of every
+combination that occurred, and, for the end users, of whom there can be
+thousands, a row per day for the days a range covers whole. Sum detail rows
+(`DETAIL`) or one kind of roll-up, never the whole table.
 
 "All" must be a value no request can have. For the records' ids it is `ALL` ("*",
 which no record id can be). An end user is whatever text a client sent, "*"
 included, so theirs is `ALL_END_USERS`, a control character, which end users never
 hold (accounting/end_users.py removes them). Every roll-up row has `ALL` as its
 user or its model, and detail rows never do: that is how the two are told apart.
+Each of the two families of roll-ups has its own partial index.
 
 Times are UTC; `hour` is hours since the Unix epoch. Ids are kept as they are,
 so deleting a user or a model leaves its history (it shows as its id); "" means
@@ -39,9 +42,9 @@ from ..data.db import BaseModel, db, is_postgresql
 
 ALL = "*"
 ALL_END_USERS = "\x1f"
-DIMENSIONS = ("user", "model", "prompt", "api", "end_user")
-ALLS = (ALL, ALL, ALL, ALL, ALL_END_USERS)  # "all" of each dimension
-RECORDS = {"user": "users", "model": "models", "prompt": "prompts", "api": "apis"}  # ids of records
+DAY = "**"  # the api of a per-end-user roll-up of a whole day
+RECORDS = {"user": "users", "model": "models", "prompt": "prompts", "api": "apis"}  # dimension -> collection
+DIMENSIONS = (*RECORDS, "end_user")
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
 
 # Latency histogram: bin 0 is [0, 10 ms), bin i is [EDGES[i-1], EDGES[i]), the last
@@ -84,12 +87,19 @@ for _name in LATENCY:
 del _name
 
 TABLE = RequestStats._meta.table_name
-ROLLUPS_INDEX = TABLE + "_rollups"
 # Every roll-up row has ALL as its user or its model; detail rows never do.
 IS_ROLLUP = "(\"user\" = '*' OR \"model\" = '*')"
 DETAIL = "(\"user\" != '*' AND \"model\" != '*')"
+# The two families of roll-ups, each with its partial index (a query names the same terms, so that it is used)
+ROLLUPS_INDEX = TABLE + "_rollups"  # the whole hour's, and per user, model, prompt and api
+ROLLUPS = f"(\"user\" = '*' OR \"model\" = '*') AND \"end_user\" = '{ALL_END_USERS}'"
+END_USERS_INDEX = TABLE + "_end_users"  # per end user, by the hour (api ALL) and by the day (api DAY)
+END_USERS = f"\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"end_user\" != '{ALL_END_USERS}'"
 RequestStats.add_index(RequestStats.index(RequestStats.hour, name=ROLLUPS_INDEX).where(
-    (RequestStats.user == ALL) | (RequestStats.model == ALL)))
+    ((RequestStats.user == ALL) | (RequestStats.model == ALL)) & (RequestStats.end_user == ALL_END_USERS)))
+RequestStats.add_index(RequestStats.index(RequestStats.api, RequestStats.hour, name=END_USERS_INDEX).where(
+    (RequestStats.user == ALL) & (RequestStats.model == ALL) & (RequestStats.prompt == ALL)
+    & (RequestStats.end_user != ALL_END_USERS)))
 
 
 def _quoted(names):
@@ -123,7 +133,7 @@ def _keys(hour, user, model, prompt, api, end_user):
     return ((hour, user, model, prompt, api, end_user), (hour, ALL, ALL, ALL, ALL, ALL_END_USERS),
             (hour, user, ALL, ALL, ALL, ALL_END_USERS), (hour, ALL, model, ALL, ALL, ALL_END_USERS),
             (hour, ALL, ALL, prompt, ALL, ALL_END_USERS), (hour, ALL, ALL, ALL, api, ALL_END_USERS),
-            (hour, ALL, ALL, ALL, ALL, end_user))
+            (hour, ALL, ALL, ALL, ALL, end_user), (hour - hour % 24, ALL, ALL, ALL, DAY, end_user))
 
 
 def add(rows):
@@ -282,25 +292,42 @@ def _names(dimension, ids):
 
 
 _SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
-_WHOLE_HOUR = " AND ".join(f'"{d}" = \'{all_}\'' for d, all_ in zip(DIMENSIONS, ALLS))
+_WHOLE_HOUR = " AND ".join(f'"{d}" = \'{ALL}\'' for d in RECORDS)
 
 
-def _rollups_in_range():
-    # SQLite's planner is told to use the roll-up index; PostgreSQL's finds it alone
-    hint = "" if is_postgresql() else f' INDEXED BY "{ROLLUPS_INDEX}"'
-    return f'FROM "{TABLE}"{hint} WHERE {IS_ROLLUP} AND "hour" >= {db.param} AND "hour" < {db.param}'
+def _in_range(family, index):
+    # SQLite's planner is told which index to use; PostgreSQL's finds it alone
+    hint = "" if is_postgresql() else f' INDEXED BY "{index}"'
+    return f'FROM "{TABLE}"{hint} WHERE {family} AND "hour" >= {db.param} AND "hour" < {db.param}'
 
 
 def _series_sql():
     """(hour - start) / size numbers the buckets from 0; the hour's own roll-up rows only."""
     p = db.param
-    return f'SELECT ("hour" - {p}) / {p}, {_SUMS} {_rollups_in_range()} AND {_WHOLE_HOUR} GROUP BY 1'
+    return (f'SELECT ("hour" - {p}) / {p}, {_SUMS} {_in_range(ROLLUPS, ROLLUPS_INDEX)} AND {_WHOLE_HOUR} '
+            "GROUP BY 1")
 
 
-def _by_dimension_sql():
-    """Every per-user, per-model, per-prompt, per-api and per-end-user roll-up, summed over the range."""
-    return (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_rollups_in_range()} AND NOT ({_WHOLE_HOUR}) '
-            "GROUP BY 1, 2, 3, 4, 5")
+def _by_record_sql():
+    """Every per-user, per-model, per-prompt and per-api roll-up, summed over the range."""
+    return (f'SELECT {_quoted(RECORDS)}, {_SUMS} {_in_range(ROLLUPS, ROLLUPS_INDEX)} AND NOT ({_WHOLE_HOUR}) '
+            "GROUP BY 1, 2, 3, 4")
+
+
+def _by_end_user_sql():
+    """The per-end-user roll-ups of one kind (api ALL: hours, DAY: days), summed over a range."""
+    return (f'SELECT "end_user", {_SUMS} {_in_range(END_USERS, END_USERS_INDEX)} AND "api" = {db.param} '
+            "GROUP BY 1")
+
+
+def _end_user_spans(start, end):
+    """(kind, start, end) of the per-end-user roll-ups that cover hours [start, end)
+    once: the days it holds whole, and the hours before and after them."""
+    first_day, last_day = -(-start // 24) * 24, end // 24 * 24
+    if first_day >= last_day:
+        return [(ALL, start, end)]
+    spans = [(DAY, first_day, last_day), (ALL, start, first_day), (ALL, last_day, end)]
+    return [span for span in spans if span[1] < span[2]]
 
 
 def summary(range_="24h", now=None):
@@ -309,12 +336,18 @@ def summary(range_="24h", now=None):
     size, count, start, end = _window(range_, now)
     with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():  # one snapshot
         buckets = {row[0]: row[1:] for row in db.execute_sql(_series_sql(), (start, size, start, end))}
-        by = {d: [] for d in DIMENSIONS}
-        for row in db.execute_sql(_by_dimension_sql(), (start, end)):
-            for i, dimension in enumerate(DIMENSIONS):
-                if row[i] != ALLS[i]:
-                    by[dimension].append((row[i], row[len(DIMENSIONS):]))
+        by = {d: [] for d in RECORDS}
+        for row in db.execute_sql(_by_record_sql(), (start, end)):
+            for i, dimension in enumerate(RECORDS):
+                if row[i] != ALL:
+                    by[dimension].append((row[i], row[len(RECORDS):]))
                     break
+        end_users = {}
+        for kind, low, high in _end_user_spans(start, end):
+            for end_user, *values in db.execute_sql(_by_end_user_sql(), (low, high, kind)):
+                before = end_users.get(end_user)
+                end_users[end_user] = values if before is None else list(map(_add, before, values))
+        by["end_user"] = list(end_users.items())
         any_ever = bool(db.execute_sql(f'SELECT 1 FROM "{TABLE}" LIMIT 1').fetchone())
         breakdowns = {d: _breakdown(d, by[d]) for d in DIMENSIONS}
 
