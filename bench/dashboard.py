@@ -2,7 +2,8 @@
 
 Creates a fresh PromptProxy on a temporary data directory, provisions 20 users (one
 key each), 2 apis, 6 models and 5 prompts through the same code the admin uses, then
-records 1,000,000 request rows spread over the last 30 days through the recorder
+records 1,000,000 request rows spread over the last 30 days, two thirds of them for
+one of --end-users end users (a chat UI's people, a few of them heavy), through the recorder
 (the proxy's own write path: the requests insert and the hourly rollup, in batches
 of 500), oldest first, as they would arrive. Then it times:
 
@@ -61,14 +62,17 @@ def provision():
     return users, keys, models, prompts
 
 
-def rows(count, users, keys, models, prompts, rng):
+def rows(count, users, keys, models, prompts, rng, end_users=500):
     """Request rows as the proxy builds them, oldest first, over the last DAYS days.
-    Users are uneven (a few heavy ones); models, prompts and apis are mixed freely."""
+    Users and end users are uneven (a few heavy ones); models, prompts and apis are
+    mixed freely; a third of the calls name no end user."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     start = now - dt.timedelta(days=DAYS)
     span = (now - start).total_seconds()
     user_weights = [1 / (i + 1) ** 0.7 for i in range(len(users))]
     prompt_choices = [p.id for p in prompts] + [None]
+    people = [f"person{i}@example.com" for i in range(end_users)]
+    people_weights = [1 / (i + 1) ** 0.8 for i in range(end_users)]
     step = span / count
     for i in range(count):
         user = rng.choices(users, user_weights)[0]
@@ -79,6 +83,7 @@ def rows(count, users, keys, models, prompts, rng):
             "created": start + dt.timedelta(seconds=i * step + rng.random() * step),
             "user": user.id, "key": keys[user.id], "api": model.api, "model": model.id,
             "prompt": rng.choice(prompt_choices), "model_ref": model.name,
+            "end_user": rng.choices(people, people_weights)[0] if people and rng.random() < 2 / 3 else None,
             "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5, "status": status,
             "error": None if status == 200 else "upstream error",
             "input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
@@ -89,7 +94,7 @@ def rows(count, users, keys, models, prompts, rng):
 
 def table_digest():
     digest = hashlib.sha256()
-    for row in db.execute_sql(f'SELECT * FROM "{stats.TABLE}" ORDER BY "hour", "user", "model", "prompt", "api"'):
+    for row in db.execute_sql(f'SELECT * FROM "{stats.TABLE}" ORDER BY "hour", {stats._quoted(stats.DIMENSIONS)}'):
         digest.update(repr(row).encode())
     return digest.hexdigest()
 
@@ -114,6 +119,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--end-users", type=int, default=500, help="how many end users call (0: none)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     logging.basicConfig(level=logging.ERROR)  # no set-up link or request logs in the figures
@@ -141,7 +147,7 @@ def main(argv=None):
         try:
             pending = 0
             started = time.perf_counter()
-            for row in rows(args.rows, users, keys, models, prompts, rng):
+            for row in rows(args.rows, users, keys, models, prompts, rng, args.end_users):
                 recorder.record(row)
                 pending += 1
                 if pending == CHUNK:
@@ -166,7 +172,7 @@ def main(argv=None):
         size = sum(f.stat().st_size for f in Path(data_dir).glob("data.db*"))
 
         print(f"PromptProxy dashboard benchmark: {stored:,} request rows over {DAYS} days, "
-              f"{len(users)} users, {len(models)} models, {len(prompts)} prompts, 2 apis; "
+              f"{len(users)} users, {args.end_users} end users, {len(models)} models, {len(prompts)} prompts, 2 apis; "
               f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
         print(f"  database: {size / 2**20:,.0f} MiB; rollup rows: {detail:,} detail + {rollups:,} roll-ups")
         print(f"  recorder writes: {write_seconds:.1f} s for {stored:,} rows "

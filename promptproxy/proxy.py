@@ -31,6 +31,7 @@ from werkzeug.wsgi import LimitedStream
 
 from . import providers, routing
 from .accounting.calls import Call
+from .accounting.end_users import end_user
 from .accounting.limits import Limited, LimitsUnavailable
 from .data.catalog import rehash_key
 from .data.fields import utcnow
@@ -208,6 +209,7 @@ def proxied(call, snap, rewrite, client):
     if not call.user.active:
         raise ProxyError(403, "This user is disabled.", code="user_disabled")
     body = json_body()
+    call.end_user = end_user(body, request.environ)
     call.request_body = body if call.track else None
     call.model_ref = body.get("model")
     (group, call.prompt), snap = looked_up(lambda s: resolve(s, call.model_ref), snap)

@@ -42,11 +42,17 @@ def records_(app):
     return {"users": users, "apis": apis, "models": models, "prompts": prompts}
 
 
+# End users are whatever clients send: more than the top 10, and "*", which is how the
+# rollup marks "all" of the other dimensions
+END_USERS = [None] * 8 + ["*", "alice@example.com", "bob", "Zoë Ünïcode", "**", "all"] + \
+    [f"user-{i}" for i in range(12)]
+
+
 def mix(records_, count=1500, seed=7, now=NOW):
     """Request rows as the proxy builds them: uneven users, models with their api or
-    none (an unknown model), prompts or none, errors of several kinds, missing usage,
-    latencies from 0 ms to past the last bin edge, and times over 40 days plus a few
-    on the edges of the dashboard's windows."""
+    none (an unknown model), prompts or none, end users or none, errors of several
+    kinds, missing usage, latencies from 0 ms to past the last bin edge, and times
+    over 40 days plus a few on the edges of the dashboard's windows."""
     rng = random.Random(seed)
     users = records_["users"]
     weights = [1 / (i + 1) for i in range(len(users))]
@@ -64,7 +70,8 @@ def mix(records_, count=1500, seed=7, now=NOW):
             "created": created, "user": rng.choices(users, weights)[0].id, "key": None,
             "api": model.api if model else None, "model": model.id if model else None,
             "prompt": (rng.choice(records_["prompts"]).id if rng.random() < 0.6 else None),
-            "model_ref": "x", "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5,
+            "model_ref": "x", "end_user": rng.choice(END_USERS),
+            "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5,
             "status": status, "input_tokens": rng.choice([None, rng.randrange(1, 5000)]),
             "output_tokens": rng.choice([None, rng.randrange(0, 2000)]),
             "latency_ms": latency,
@@ -89,7 +96,7 @@ def stored_requests():
 
 def table():
     with db.connection_context():
-        cursor = db.execute_sql(f'SELECT * FROM "{stats.TABLE}" ORDER BY "hour", "user", "model", "prompt", "api"')
+        cursor = db.execute_sql(f'SELECT * FROM "{stats.TABLE}" ORDER BY "hour", {stats._quoted(stats.DIMENSIONS)}')
         columns = [c[0] for c in cursor.description]
         return [dict(zip(columns, row)) for row in cursor]
 
@@ -128,11 +135,12 @@ def expected_detail(rows):
 
 
 def split(rollup):
+    """Detail rows and roll-ups: every roll-up has "*" as its user or its model."""
     detail, rollups = {}, {}
     for row in rollup:
         key = (row["hour"],) + tuple(row[d] for d in stats.DIMENSIONS)
         values = {c: row[c] for c in stats.VALUES}
-        (rollups if stats.ALL in key[1:] else detail)[key] = values
+        (rollups if "*" in (row["user"], row["model"]) else detail)[key] = values
     return detail, rollups
 
 
@@ -184,11 +192,16 @@ def test_rollup_matches_the_request_rows(app, records_):
     detail, rollups = split(table())
     assert detail == expected_detail(raw)
 
-    # Each roll-up is the sum of its detail rows: the hour, and per user, model, prompt, api.
+    # Each roll-up is the sum of its detail rows: the hour, and per user, model, prompt,
+    # api and end user ("all" end users is a control character: an end user can be "*"),
+    # and per end user and day (api "**", the day's first hour).
     sums = defaultdict(lambda: dict.fromkeys(stats.VALUES, 0))
-    for (hour, user, model, prompt, api), values in detail.items():
-        for key in ((hour, "*", "*", "*", "*"), (hour, user, "*", "*", "*"), (hour, "*", model, "*", "*"),
-                    (hour, "*", "*", prompt, "*"), (hour, "*", "*", "*", api)):
+    every = stats.ALL_END_USERS
+    for (hour, user, model, prompt, api, end_user), values in detail.items():
+        for key in ((hour, "*", "*", "*", "*", every), (hour, user, "*", "*", "*", every),
+                    (hour, "*", model, "*", "*", every), (hour, "*", "*", prompt, "*", every),
+                    (hour, "*", "*", "*", api, every), (hour, "*", "*", "*", "*", end_user),
+                    (hour - hour % 24, "*", "*", "*", "**", end_user)):
             for column, value in values.items():
                 sums[key][column] += value
     assert rollups == {key: dict(values) for key, values in sums.items()}
@@ -242,15 +255,41 @@ def test_an_existing_database_is_backfilled_at_start(app, records_, data_dir):
         services(again).recorder.stop()
 
 
+def test_upgrading_rebuilds_the_rollup_with_end_users(app, records_, data_dir):
+    """Migration 6 gives the rollup its end-user dimension: a database whose rollup
+    has the old key (no end user) gets it rebuilt from its request rows at start."""
+    record(app, mix(records_, count=600))
+    incremental = table()
+    services(app).recorder.stop()
+    columns = ", ".join(f'"{c}" INTEGER NOT NULL DEFAULT 0' for c in stats.VALUES)
+    with db.connection_context(), db.atomic():  # as migration 5 left it
+        db.execute_sql(f'DROP TABLE "{stats.TABLE}"')
+        db.execute_sql(f'CREATE TABLE "{stats.TABLE}" ("hour" INTEGER NOT NULL, "user" TEXT NOT NULL, '
+                       '"model" TEXT NOT NULL, "prompt" TEXT NOT NULL, "api" TEXT NOT NULL, '
+                       f'{columns}, PRIMARY KEY ("hour", "user", "model", "prompt", "api"))')
+        db.execute_sql(f'INSERT INTO "{stats.TABLE}" ("hour", "user", "model", "prompt", "api", "requests") '
+                       "VALUES (1, '*', '*', '*', '*', 99)")
+        db.execute_sql('DELETE FROM "_migrations" WHERE "version" = 6')
+
+    again = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
+    try:
+        assert table() == incremental
+        with db.connection_context():
+            applied = db.execute_sql('SELECT "name" FROM "_migrations" WHERE "version" = 6').fetchone()
+        assert applied == ("request_stats_by_end_user",)
+    finally:
+        services(again).recorder.stop()
+
+
 def test_add_runs_in_its_own_transaction_when_called_alone(app):
     with db.connection_context():
         stats.add([{"created": NOW, "user": "u1", "status": 500, "latency_ms": 12, "input_tokens": 5}])
         stats.add([])
     detail, rollups = split(table())
     hour = epoch_hour(NOW)
-    assert detail == {(hour, "u1", "", "", ""): {**dict.fromkeys(stats.VALUES, 0), "requests": 1, "errors": 1,
-                                                 "input_tokens": 5, "lat1": 1}}
-    assert len(rollups) == 5
+    assert detail == {(hour, "u1", "", "", "", ""): {**dict.fromkeys(stats.VALUES, 0), "requests": 1,
+                                                     "errors": 1, "input_tokens": 5, "lat1": 1}}
+    assert len(rollups) == 7
 
 
 # -- the summary ----------------------------------------------------------------
@@ -286,24 +325,44 @@ def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
     names = {"user": {u.id: u.name for u in records_["users"]},
              "model": {m.id: m.name for m in records_["models"]},
              "prompt": {p.id: p.name for p in records_["prompts"]},
-             "api": {a.id: a.name for a in records_["apis"]}}
+             "api": {a.id: a.name for a in records_["apis"]},
+             "end_user": {e: e for e in END_USERS if e}}
     for dimension in stats.DIMENSIONS:
-        groups = defaultdict(list)
-        for row in window:
-            groups[row[dimension] or ""].append(row)
-        ranked = sorted(groups, key=lambda i: (-len(groups[i]), i))
-        block = summary["breakdowns"][dimension]
-        assert [e["id"] for e in block["top"]] == ranked[:10]
-        for entry in block["top"]:
-            counts, latencies = figures(groups[entry["id"]])
-            assert {k: entry[k] for k in counts} == counts
-            assert entry["name"] == (names[dimension][entry["id"]] if entry["id"] else "(none)")
-            assert entry["deleted"] is False
-            assert_close_to(entry["p50_ms"], latencies, 0.50)
-        rest = [row for i in ranked[10:] for row in groups[i]]
-        counts, _ = figures(rest)
-        assert block["others"] == {"count": len(ranked[10:]), **counts}
+        assert_breakdown(summary["breakdowns"][dimension], dimension, window, names[dimension])
     assert summary["breakdowns"]["user"]["others"]["count"] > 0  # 13 users: the top 10 and the rest
+    assert summary["breakdowns"]["end_user"]["others"]["count"] > 0
+
+
+def assert_breakdown(block, dimension, window, names):
+    """The top 10 of `dimension` over the rows in the window, and the others summed."""
+    groups = defaultdict(list)
+    for row in window:
+        groups[row[dimension] or ""].append(row)
+    ranked = sorted(groups, key=lambda i: (-len(groups[i]), i))
+    assert [e["id"] for e in block["top"]] == ranked[:10]
+    for entry in block["top"]:
+        counts, latencies = figures(groups[entry["id"]])
+        assert {k: entry[k] for k in counts} == counts
+        assert entry["name"] == (names[entry["id"]] if entry["id"] else "(none)")
+        assert entry["deleted"] is False
+        assert_close_to(entry["p50_ms"], latencies, 0.50)
+    rest = [row for i in ranked[10:] for row in groups[i]]
+    counts, _ = figures(rest)
+    assert block["others"] == {"count": len(ranked[10:]), **counts}
+
+
+@pytest.mark.parametrize("now", [NOW.replace(hour=23, minute=59), NOW.replace(hour=0, minute=0), NOW],
+                         ids=["a-whole-day", "midnight", "mid-day"])
+def test_end_users_are_summed_from_days_and_hours(app, records_, now):
+    """End users are read from whole days' roll-ups where the range covers days whole,
+    and from the hours' at its edges: whatever the time, each hour is counted once."""
+    rows = mix(records_, count=1200, now=now)
+    record(app, rows)
+    for range_ in stats.RANGES:
+        _, _, _, chosen = in_window(rows, range_, now)
+        window = [row for bucket in chosen.values() for row in bucket]
+        block = stats.summary(range_, now=now)["breakdowns"]["end_user"]
+        assert_breakdown(block, "end_user", window, {e: e for e in END_USERS if e})
 
 
 def test_summary_with_no_requests(app):
@@ -383,7 +442,7 @@ def test_the_dashboard_renders(admin):
     assert 'id="pp-sidebar"' in html and 'id="dashboard"' in html
     for element in ("total-requests", "total-errors", "total-tokens", "total-p50", "total-p95",
                     "chart-requests", "chart-tokens", "chart-latency",
-                    "top-user", "top-model", "top-prompt", "top-api", "dash-empty"):
+                    "top-user", "top-model", "top-prompt", "top-api", "top-end_user", "dash-empty"):
         assert f'id="{element}"' in html, element
     assert re.findall(r'data-range="([^"]+)"', html) == ["24h", "7d", "30d"]
     for table in ("users", "keys", "apis", "models", "prompts", "requests"):
@@ -401,7 +460,7 @@ def test_stats_json(admin, range_):
     data = response.json
     assert data["range"] == range_ and data["totals"]["requests"] == 0
     assert len(data["series"]) == stats.RANGES[range_][1]
-    assert set(data["breakdowns"]) == {"user", "model", "prompt", "api"}
+    assert set(data["breakdowns"]) == {"user", "model", "prompt", "api", "end_user"}
 
 
 def test_stats_json_defaults_to_a_day_and_refuses_other_ranges(admin):

@@ -27,6 +27,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     created: object = field(default_factory=utcnow)
     model_ref: str = None
+    end_user: str = None  # who the client says the call is for (end_users.end_user)
     model: object = None
     api: object = None
     prompt: object = None
@@ -116,6 +117,7 @@ class Call:
             "api": self.api.id if self.api else None, "model": self.model.id if self.model else None,
             "prompt": self.prompt.id if self.prompt else None,
             "model_ref": self.model_ref if isinstance(self.model_ref, str) else None,
+            "end_user": self.end_user,
             "endpoint": self.endpoint, "stream": self.stream, "status": self.status,
             "error": self.error,
             "input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),

@@ -1,22 +1,32 @@
 """Usage statistics for the dashboard: an hourly rollup of the requests table.
 
 Every batch of request rows the recorder writes is also added, in the same
-transaction, to `_request_stats`: one row per (hour, user, model, prompt, api)
-with the number of requests, of errors (status >= 400), input and output tokens,
-and a latency histogram over fixed, log-spaced bins. The dashboard reads only this
-table, so its cost does not grow with the number of requests.
+transaction, to `_request_stats`: one row per (hour, user, model, prompt, api,
+end user) with the number of requests, of errors (status >= 400), input and output
+tokens, and a latency histogram over fixed, log-spaced bins. The dashboard reads
+only this table, so its cost does not grow with the number of requests.
 
-Besides those detail rows the table keeps, for every hour, roll-up rows in which
-the other dimensions are `ALL` ("*", which no record id can be): one for the hour
-as a whole, (hour, "*", "*", "*", "*"), and one per user (hour, user, "*", "*",
-"*"), per model, per prompt and per api. They are written by the same statement
-as the detail rows and let `summary` read a few dozen rows per hour instead of
-every combination of user, model, prompt and api that occurred. Sum detail rows
+Besides those detail rows the table keeps roll-up rows, in which the dimensions
+not named are "all". Every hour has one for the hour as a whole, one per user, per
+model, per prompt and per api (their end user is "all"), and one per end user (all
+four others "all"); every UTC day also has one per end user, whose api is `DAY`
+and whose hour is the day's first. They are written by the same statement as the
+detail rows and let `summary` read a few rows per hour instead of every
+combination that occurred, and, for the end users, of whom there can be
+thousands, a row per day for the days a range covers whole. Sum detail rows
 (`DETAIL`) or one kind of roll-up, never the whole table.
+
+"All" must be a value no request can have. For the records' ids it is `ALL` ("*",
+which no record id can be). An end user is whatever text a client sent, "*"
+included, so theirs is `ALL_END_USERS`, a control character, which end users never
+hold (accounting/end_users.py removes them). Every roll-up row has `ALL` as its
+user or its model, and detail rows never do: that is how the two are told apart.
+Each of the two families of roll-ups has its own partial index.
 
 Times are UTC; `hour` is hours since the Unix epoch. Ids are kept as they are,
 so deleting a user or a model leaves its history (it shows as its id); "" means
-the request had none (no prompt, or a model that could not be resolved).
+the request had none (no prompt, no end user, or a model that could not be
+resolved).
 """
 
 import datetime as dt
@@ -31,7 +41,10 @@ from ..collections import BY_NAME
 from ..data.db import BaseModel, db, is_postgresql
 
 ALL = "*"
-DIMENSIONS = ("user", "model", "prompt", "api")
+ALL_END_USERS = "\x1f"
+DAY = "**"  # the api of a per-end-user roll-up of a whole day
+RECORDS = {"user": "users", "model": "models", "prompt": "prompts", "api": "apis"}  # dimension -> collection
+DIMENSIONS = (*RECORDS, "end_user")
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
 
 # Latency histogram: bin 0 is [0, 10 ms), bin i is [EDGES[i-1], EDGES[i]), the last
@@ -57,6 +70,7 @@ class RequestStats(BaseModel):
     model = peewee.TextField(default="")
     prompt = peewee.TextField(default="")
     api = peewee.TextField(default="")
+    end_user = peewee.TextField(default="")
     requests = peewee.IntegerField(default=0)
     errors = peewee.IntegerField(default=0)
     input_tokens = peewee.IntegerField(default=0)
@@ -73,12 +87,19 @@ for _name in LATENCY:
 del _name
 
 TABLE = RequestStats._meta.table_name
-ROLLUPS_INDEX = TABLE + "_rollups"
-# Every roll-up row has "*" as its user or its model; detail rows never do.
+# Every roll-up row has ALL as its user or its model; detail rows never do.
 IS_ROLLUP = "(\"user\" = '*' OR \"model\" = '*')"
 DETAIL = "(\"user\" != '*' AND \"model\" != '*')"
+# The two families of roll-ups, each with its partial index (a query names the same terms, so that it is used)
+ROLLUPS_INDEX = TABLE + "_rollups"  # the whole hour's, and per user, model, prompt and api
+ROLLUPS = f"(\"user\" = '*' OR \"model\" = '*') AND \"end_user\" = '{ALL_END_USERS}'"
+END_USERS_INDEX = TABLE + "_end_users"  # per end user, by the hour (api ALL) and by the day (api DAY)
+END_USERS = f"\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"end_user\" != '{ALL_END_USERS}'"
 RequestStats.add_index(RequestStats.index(RequestStats.hour, name=ROLLUPS_INDEX).where(
-    (RequestStats.user == ALL) | (RequestStats.model == ALL)))
+    ((RequestStats.user == ALL) | (RequestStats.model == ALL)) & (RequestStats.end_user == ALL_END_USERS)))
+RequestStats.add_index(RequestStats.index(RequestStats.api, RequestStats.hour, name=END_USERS_INDEX).where(
+    (RequestStats.user == ALL) & (RequestStats.model == ALL) & (RequestStats.prompt == ALL)
+    & (RequestStats.end_user != ALL_END_USERS)))
 
 
 def _quoted(names):
@@ -107,6 +128,14 @@ def _hour(created):
         return (created.toordinal() - _EPOCH_DAY) * 24 + created.hour
 
 
+def _keys(hour, user, model, prompt, api, end_user):
+    """The rows one request is counted in: its detail row, then its roll-ups."""
+    return ((hour, user, model, prompt, api, end_user), (hour, ALL, ALL, ALL, ALL, ALL_END_USERS),
+            (hour, user, ALL, ALL, ALL, ALL_END_USERS), (hour, ALL, model, ALL, ALL, ALL_END_USERS),
+            (hour, ALL, ALL, prompt, ALL, ALL_END_USERS), (hour, ALL, ALL, ALL, api, ALL_END_USERS),
+            (hour, ALL, ALL, ALL, ALL, end_user), (hour - hour % 24, ALL, ALL, ALL, DAY, end_user))
+
+
 def add(rows):
     """Add a batch of request rows (dicts as the recorder builds them) to the rollup:
     aggregated here, then one prepared UPSERT run with executemany. Runs inside the
@@ -114,15 +143,12 @@ def add(rows):
     groups = {}
     get = groups.get
     for row in rows:
-        hour = _hour(row["created"])
-        user, model = row.get("user") or "", row.get("model") or ""
-        prompt, api = row.get("prompt") or "", row.get("api") or ""
         error = 1 if (row.get("status") or 0) >= 400 else 0
         input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
         latency = row.get("latency_ms")
         slot = None if latency is None else 4 + bisect_right(EDGES, latency)
-        for key in ((hour, user, model, prompt, api), (hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL),
-                    (hour, ALL, model, ALL, ALL), (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
+        for key in _keys(_hour(row["created"]), row.get("user") or "", row.get("model") or "",
+                         row.get("prompt") or "", row.get("api") or "", row.get("end_user") or ""):
             values = get(key)
             if values is None:
                 values = groups[key] = [0] * WIDTH
@@ -145,10 +171,9 @@ def add(rows):
 def _with_rollups(groups):
     """Rows for detail groups {key: values}, followed by their roll-ups."""
     parts = {}
-    for (hour, user, model, prompt, api), values in groups.items():
-        for key in ((hour, ALL, ALL, ALL, ALL), (hour, user, ALL, ALL, ALL), (hour, ALL, model, ALL, ALL),
-                    (hour, ALL, ALL, prompt, ALL), (hour, ALL, ALL, ALL, api)):
-            parts.setdefault(key, []).append(values)
+    for key, values in groups.items():
+        for rollup in _keys(*key)[1:]:
+            parts.setdefault(rollup, []).append(values)
     return [(*key, *values) for key, values in groups.items()] + \
            [(*key, *map(sum, zip(*many))) for key, many in parts.items()]
 
@@ -170,7 +195,7 @@ def _rebuild_query():
             "COUNT(*), COUNT(CASE WHEN \"status\" >= 400 THEN 1 END), "
             "COALESCE(SUM(\"input_tokens\"), 0), COALESCE(SUM(\"output_tokens\"), 0), "
             + ", ".join(bins)
-            + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5 ORDER BY 1')
+            + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1')
 
 
 def rebuild():
@@ -185,8 +210,8 @@ def rebuild():
                 db.cursor().executemany(upsert_sql(), _with_rollups(groups))  # one hour at a time
                 groups = {}
             hour = row[0]
-            groups[row[:5]] = list(row[5:])
-            counted += row[5]
+            groups[row[:6]] = list(row[6:])
+            counted += row[6]
         if groups:
             db.cursor().executemany(upsert_sql(), _with_rollups(groups))
     return counted
@@ -254,35 +279,55 @@ def _latency(histogram):
 
 
 def _names(dimension, ids):
-    """Record titles for ids; ids of deleted records map to None."""
-    collection = BY_NAME[dimension + "s"]
+    """Record titles for ids; ids of deleted records map to None. An end user is
+    their own name."""
     wanted = [i for i in ids if i]
+    if dimension not in RECORDS:
+        return {i: i for i in wanted}
     if not wanted:
         return {}
+    collection = BY_NAME[RECORDS[dimension]]
     model = collection.model
     return {row.id: collection.title(row) for row in model.select().where(model.id.in_(wanted))}
 
 
 _SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
-_WHOLE_HOUR = "\"user\" = '*' AND \"model\" = '*' AND \"prompt\" = '*' AND \"api\" = '*'"
+_WHOLE_HOUR = " AND ".join(f'"{d}" = \'{ALL}\'' for d in RECORDS)
 
 
-def _rollups_in_range():
-    # SQLite's planner is told to use the roll-up index; PostgreSQL's finds it alone
-    hint = "" if is_postgresql() else f' INDEXED BY "{ROLLUPS_INDEX}"'
-    return f'FROM "{TABLE}"{hint} WHERE {IS_ROLLUP} AND "hour" >= {db.param} AND "hour" < {db.param}'
+def _in_range(family, index):
+    # SQLite's planner is told which index to use; PostgreSQL's finds it alone
+    hint = "" if is_postgresql() else f' INDEXED BY "{index}"'
+    return f'FROM "{TABLE}"{hint} WHERE {family} AND "hour" >= {db.param} AND "hour" < {db.param}'
 
 
 def _series_sql():
     """(hour - start) / size numbers the buckets from 0; the hour's own roll-up rows only."""
     p = db.param
-    return f'SELECT ("hour" - {p}) / {p}, {_SUMS} {_rollups_in_range()} AND {_WHOLE_HOUR} GROUP BY 1'
+    return (f'SELECT ("hour" - {p}) / {p}, {_SUMS} {_in_range(ROLLUPS, ROLLUPS_INDEX)} AND {_WHOLE_HOUR} '
+            "GROUP BY 1")
 
 
-def _by_dimension_sql():
+def _by_record_sql():
     """Every per-user, per-model, per-prompt and per-api roll-up, summed over the range."""
-    return (f'SELECT {_quoted(DIMENSIONS)}, {_SUMS} {_rollups_in_range()} AND NOT ({_WHOLE_HOUR}) '
+    return (f'SELECT {_quoted(RECORDS)}, {_SUMS} {_in_range(ROLLUPS, ROLLUPS_INDEX)} AND NOT ({_WHOLE_HOUR}) '
             "GROUP BY 1, 2, 3, 4")
+
+
+def _by_end_user_sql():
+    """The per-end-user roll-ups of one kind (api ALL: hours, DAY: days), summed over a range."""
+    return (f'SELECT "end_user", {_SUMS} {_in_range(END_USERS, END_USERS_INDEX)} AND "api" = {db.param} '
+            "GROUP BY 1")
+
+
+def _end_user_spans(start, end):
+    """(kind, start, end) of the per-end-user roll-ups that cover hours [start, end)
+    once: the days it holds whole, and the hours before and after them."""
+    first_day, last_day = -(-start // 24) * 24, end // 24 * 24
+    if first_day >= last_day:
+        return [(ALL, start, end)]
+    spans = [(DAY, first_day, last_day), (ALL, start, first_day), (ALL, last_day, end)]
+    return [span for span in spans if span[1] < span[2]]
 
 
 def summary(range_="24h", now=None):
@@ -291,12 +336,18 @@ def summary(range_="24h", now=None):
     size, count, start, end = _window(range_, now)
     with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():  # one snapshot
         buckets = {row[0]: row[1:] for row in db.execute_sql(_series_sql(), (start, size, start, end))}
-        by = {d: [] for d in DIMENSIONS}
-        for row in db.execute_sql(_by_dimension_sql(), (start, end)):
-            for i, dimension in enumerate(DIMENSIONS):
+        by = {d: [] for d in RECORDS}
+        for row in db.execute_sql(_by_record_sql(), (start, end)):
+            for i, dimension in enumerate(RECORDS):
                 if row[i] != ALL:
-                    by[dimension].append((row[i], row[4:]))
+                    by[dimension].append((row[i], row[len(RECORDS):]))
                     break
+        end_users = {}
+        for kind, low, high in _end_user_spans(start, end):
+            for end_user, *values in db.execute_sql(_by_end_user_sql(), (low, high, kind)):
+                before = end_users.get(end_user)
+                end_users[end_user] = values if before is None else list(map(_add, before, values))
+        by["end_user"] = list(end_users.items())
         any_ever = bool(db.execute_sql(f'SELECT 1 FROM "{TABLE}" LIMIT 1').fetchone())
         breakdowns = {d: _breakdown(d, by[d]) for d in DIMENSIONS}
 

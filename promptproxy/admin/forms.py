@@ -55,6 +55,14 @@ def shorten(text, limit=80):
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def clipped(text, limit=48):
+    """Text for a list's cell: cut when long, and shown whole on hover, so that one
+    long word (an end user is whatever a client sent) cannot widen the table."""
+    if len(text) <= limit:
+        return text
+    return Markup('<span title="{}">{}</span>').format(text, shorten(text, limit))
+
+
 # -- form inputs -----------------------------------------------------------------
 
 class RequiredFlag(InputRequired):

@@ -16,7 +16,7 @@ from wtforms.fields import HiddenField, SelectChoice
 
 from ..collections import BY_NAME
 from ..data import crypto, records
-from ..data.fields import Bool, DateTime, Invalid, Json, LongText, Relation, Relations, Secret, blank
+from ..data.fields import Bool, DateTime, Invalid, Json, LongText, Relation, Relations, Secret, Text, blank
 from . import forms
 
 REVEAL_KEY = "_reveal"
@@ -65,8 +65,8 @@ def relation_choices(field):
     return [(row.id, target.title(row)) for row in target.model.select().order_by(target.model.created)]
 
 
-def cell(field):
-    """A list/details formatter for one field."""
+def cell(field, listed=False):
+    """A list/details formatter for one field; in a list, long text is clipped."""
     if isinstance(field, Relations):
         def format_relations(view, context, row, name):
             ids = getattr(row, name) or []
@@ -85,6 +85,8 @@ def cell(field):
             url = url_for(f"{field.target}.details_view", id=record_id)
             return Markup('<a href="{}" title="{}">{}</a>').format(url, record_id, title)
         return format_relation
+    if listed and isinstance(field, Text) and not isinstance(field, LongText):
+        return lambda view, context, row, name: forms.clipped(forms.cell(field, row))
     return lambda view, context, row, name: forms.cell(field, row)
 
 
@@ -253,7 +255,7 @@ class CollectionView(LoginRequired, ModelView):
                                      if n != "reference" and (n not in fields or fields[n].sortable)]
         descending = collection.sort.startswith("-")
         self.column_default_sort = (collection.sort.lstrip("-"), descending)
-        self.column_formatters = {name: cell(field) for name, field in fields.items()}
+        self.column_formatters = {name: cell(field, listed=True) for name, field in fields.items()}
         self.column_formatters.update(created=cell(DateTime("created")), updated=cell(DateTime("updated")))
         self.column_formatters_detail = {**self.column_formatters,
                                          **{name: detail_cell(field) for name, field in fields.items()}}

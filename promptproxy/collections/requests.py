@@ -28,7 +28,7 @@ requests = Collection(
     LongText("system_prompt"),
     LongText("user_message"),
     LongText("reply"),
-    list=["created", "user", "model", "prompt", "endpoint", "stream", "status",
+    list=["created", "user", "model", "prompt", "end_user", "endpoint", "stream", "status",
           "total_tokens", "latency_ms"],
     search=["model_ref", "error", "endpoint", "end_user"],
     filters=["user", "key", "model", "prompt", "api", "end_user", "status", "stream", "created"],

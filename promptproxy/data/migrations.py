@@ -127,7 +127,18 @@ def model_groups(models):
         db.execute_sql("UPDATE apis SET cooldown = 30 WHERE cooldown IS NULL")
 
 
-MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups]
+def request_stats_by_end_user(models):
+    """The usage rollup gains the end user as a dimension, which is part of its
+    primary key: the table is dropped here and created anew from its declaration
+    (after the migrations), and `stats.backfill`, which every process runs at
+    start-up right after `upgrade`, fills it again from the requests table, under
+    this same lock. No process records a call before its own backfill, so none
+    counts in the new table before it is rebuilt."""
+    db.execute_sql('DROP TABLE IF EXISTS "_request_stats"')
+
+
+MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups,
+              request_stats_by_end_user]
 
 
 # -- running them ---------------------------------------------------------------------------
