@@ -14,6 +14,11 @@ from .providers.openai import error_body
 log = logging.getLogger(__name__)
 
 
+def shown(text, limit=100):
+    """A client's string as quoted back in an error: never all of a huge one."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class ProxyError(Exception):
     """A refusal of a /v1 call in the caller's error shape, recorded on the request row.
     `upstream_error` says how the upstream failed when that is the cause (a kind

@@ -29,7 +29,8 @@ from .accounting.calls import Call
 from .accounting.limits import Limited, LimitsUnavailable
 from .data.catalog import rehash_key
 from .data.fields import utcnow
-from .errors import ProxyError, database_unavailable
+from .errors import ProxyError, database_unavailable, shown
+from .prompting import referenced_prompt, serve
 from .providers import sse
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused, error_text, parsed_json
@@ -42,11 +43,7 @@ log = logging.getLogger(__name__)
 proxy = Blueprint("proxy", __name__, url_prefix="/v1")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def shown(text, limit=100):
-    """A client's string as quoted back in an error: never all of a huge one."""
-    return text if len(text) <= limit else text[:limit] + "…"
+REQUEST_ID = "x-promptproxy-request-id"  # on every answer to a call: the id of its request row
 
 
 def catalog():
@@ -117,11 +114,7 @@ def resolve(snap, ref):
     if model is None:
         raise ProxyError(404, f"The model '{shown(model_ref)}' does not exist or is not available.",
                          param="model", code="model_not_found")
-    prompt = snap.prompts.get(prompt_ref)
-    if prompt is None or not prompt.active:
-        raise ProxyError(404, f"The prompt '{shown(prompt_ref)}' does not exist or is not available.",
-                         param="model", code="prompt_not_found")
-    return model, snap.apis[model.api], prompt
+    return model, snap.apis[model.api], referenced_prompt(snap, prompt_ref)
 
 
 def usable_model(snap, ref):
@@ -173,7 +166,9 @@ def limit(call):
 
 
 def limit_headers(call):
-    return call.ticket.headers if call.ticket else {}
+    """The headers of every answer to a call: its request row's id, and its rate
+    limits once it was admitted."""
+    return {**(call.ticket.headers if call.ticket else {}), REQUEST_ID: call.id}
 
 
 # -- 5. rewrite, 6. forward: the providers' (see `proxied`) ------------------------
@@ -318,9 +313,11 @@ def proxied(call, snap, rewrite, client):
     try:  # what a provider refuses (a pairing it lacks, a body it cannot send) is a 400
         route = providers.route(client, call.endpoint, call.api.protocol)
         call.stream = stream_flag(body)
+        served, forwarded = serve(call, body)  # the prompt's version, its variables filled in
+        call.prompt_version = served.version if served else None
         limit(call)
-        call.system_prompt = call.prompt.instructions if call.prompt else None
-        upstream_body, hide_usage = route.prepare(rewrite(dict(body), call.model, call.prompt))
+        call.system_prompt = served.instructions if served else None
+        upstream_body, hide_usage = route.prepare(rewrite(forwarded, call.model, served))
     except Refused as exc:
         raise ProxyError(400, str(exc), param=exc.param) from None
     if route.path is None:  # the route answers itself; nothing goes upstream
@@ -442,3 +439,4 @@ def get_model(ref):
         return refused.response()
     created = max(model.created, prompt.created) if prompt else model.created
     return jsonify(model_object(ref, created, api.name))
+
