@@ -101,31 +101,37 @@ def drawn(weighted, seed):
 
 @dataclass(frozen=True)
 class Served:
-    """The stored prompt as the providers apply it to one call (see providers/openai.py
-    and providers/anthropic/messages.py), and the number of the version it is."""
+    """The stored prompt's version as the providers apply it to one call (see
+    providers/openai.py and providers/anthropic/messages.py)."""
 
     instructions: str
     tools: list | None
     replace_system: bool
-    version: int | None
 
 
 def serve(call, body):
     """(What the call's prompt puts in front of it, or None without a prompt; the
-    body to forward, which never carries `prompt_variables`). A 400 names a
-    required variable without a value, or a value that is not text."""
+    body to forward, which never carries `prompt_variables`). The version chosen
+    is noted on the call (`prompt_version`) for its row. A 400 names a required
+    variable without a value, or a value that is not text."""
     forwarded = dict(body)
     given = given_variables(forwarded.pop(VARIABLES, None))
     if call.prompt is None:
         return None, forwarded
     end_user = end_user_of(body)
     version = chosen_version(call.prompt, f"user:{end_user}" if end_user else f"key:{call.key.id}")
+    call.prompt_version = version.version if version else None
     source = version or call.prompt.prompt  # a prompt without versions serves its own content
-    built_in = {"user.name": call.user.name or "", "user.email": call.user.email or "", "end_user": end_user or "",
-                "date": call.created.strftime("%Y-%m-%d"), "datetime": call.created.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    instructions = filled(source.instructions or "", call.prompt.prompt.variables or {}, given, built_in)
-    return Served(instructions, source.tools, bool(source.replace_system), version.version if version else None), \
-        forwarded
+    instructions = source.instructions or ""
+    if "{{" in instructions:
+        instructions = filled(instructions, call.prompt.prompt.variables or {}, given, built_ins(call, end_user))
+    return Served(instructions, source.tools, bool(source.replace_system)), forwarded
+
+
+def built_ins(call, end_user):
+    """The variables every call has: who makes it, for whom, and when (UTC)."""
+    return {"user.name": call.user.name or "", "user.email": call.user.email or "", "end_user": end_user or "",
+            "date": call.created.strftime("%Y-%m-%d"), "datetime": call.created.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def end_user_of(body):
@@ -153,9 +159,6 @@ def given_variables(value):
 
 def filled(instructions, declared, given, built_in):
     """The instructions with each `{{name}}` replaced by its value, in one pass."""
-    if "{{" not in instructions:
-        return instructions
-
     def value(match):
         name = match.group(1)
         if name in BUILT_IN_VARIABLES:

@@ -95,7 +95,8 @@ def resolve(snap, ref):
 
     Each part is a record id or a public name. Names may contain colons
     (`llama3:8b`), so the whole string is tried as a model first; only then is
-    it split at its last colon into model and prompt.
+    it split at its last colon into model and prompt. The prompt may pin a version
+    (`<prompt>@3`, `<prompt>@staging`): see prompting.referenced_prompt.
     """
     if not isinstance(ref, str) or not ref.strip():
         raise ProxyError(400, "'model' must be a model id or name, optionally followed by ':<prompt>'.",
@@ -314,7 +315,6 @@ def proxied(call, snap, rewrite, client):
         route = providers.route(client, call.endpoint, call.api.protocol)
         call.stream = stream_flag(body)
         served, forwarded = serve(call, body)  # the prompt's version, its variables filled in
-        call.prompt_version = served.version if served else None
         limit(call)
         call.system_prompt = served.instructions if served else None
         upstream_body, hide_usage = route.prepare(rewrite(forwarded, call.model, served))
@@ -439,4 +439,3 @@ def get_model(ref):
         return refused.response()
     created = max(model.created, prompt.created) if prompt else model.created
     return jsonify(model_object(ref, created, api.name))
-

@@ -87,6 +87,25 @@ def test_admin_saves_record_the_admin(admin):
     assert (version.version, version.instructions, version.saved_by) == (1, "Arr.", ADMIN_EMAIL)
 
 
+def test_the_admin_edits_only_a_versions_labels_and_weight(admin):
+    with db.connection_context():
+        prompt, _ = records.save(BY_NAME["prompts"], {"name": "pirate", "instructions": "Arr."})
+        records.save(BY_NAME["prompts"], {"instructions": "Arr, matey."}, row=prompt)
+        model = BY_NAME["prompt_versions"].model
+        first, second = model.select().order_by(model.version)
+    records.promote(first, "staging")
+    url = f"/_/prompt_versions/edit/?id={second.id}"
+    page = admin.get(url).get_data(as_text=True)
+    assert 'name="labels"' in page and 'name="weight"' in page and 'name="instructions"' not in page
+    saved = admin.post(url, data={"csrf_token": csrf_token(admin, url), "labels": "production, staging",
+                                  "weight": "10", "instructions": "Sneaked in."})
+    assert saved.status_code == 302
+    with db.connection_context():
+        first, second = model.select().order_by(model.version)
+    assert (first.labels, second.labels, second.weight, second.instructions) == \
+        ([], ["production", "staging"], 10, "Arr, matey.")
+
+
 def test_the_admin_offers_no_create_or_delete_for_versions(admin):
     assert admin.get("/_/prompt_versions/new/").status_code == 302  # Flask-Admin's way of refusing
     listed = admin.get("/_/prompt_versions/").get_data(as_text=True)

@@ -199,32 +199,32 @@ def _delete(collection, row):
 
 # -- prompt versions: labels moved as one transaction -------------------------------
 
-def promote(version, label=versions.PRODUCTION, by=None):
+def promote(version, label=versions.PRODUCTION):
     """Put `label` on `version` (a prompt_versions row), taking it off the prompt's
     other versions, in one transaction. Returns the version as saved. With the
     default label, the next call to `model:prompt` that pins no version serves it
     (unless the prompt's versions have weights)."""
-    return write(_promote, version.id, label, by)
+    return write(_promote, version.id, label)
 
 
-def _promote(version_id, label, by=None):
+def _promote(version_id, label):
     collection = BY_NAME["prompt_versions"]
     fresh = collection.model.get_by_id(version_id)  # labels as committed, not as the caller last read them
     if label in (fresh.labels or []):
         return fresh
-    return _save(collection, {"labels": [*(fresh.labels or []), label]}, fresh, {}, by)[0]
+    return _save(collection, {"labels": [*(fresh.labels or []), label]}, fresh, {})[0]
 
 
-def rollback(prompt, label=versions.PRODUCTION, by=None):
+def rollback(prompt, label=versions.PRODUCTION):
     """Move `label` back to the version of `prompt` that carried it before (see
     versions.rollback_target), in one transaction; returns that version. Raises
-    versions.NoEarlierVersion when there is none. The version keeps the time it
-    first had the label, so rolling back again goes further back."""
+    versions.NoEarlierVersion when there is none. That version keeps the time it
+    was given the label before, so rolling back again goes further back."""
     def move():
         versions.lock_prompt(prompt.id)
         target = versions.rollback_target(prompt.id, label)
         since = (target.promoted or {}).get(label)
-        return versions.labelled_since(_promote(target.id, label, by), label, since)
+        return versions.labelled_since(_promote(target.id, label), label, since)
     return write(move)
 
 
