@@ -21,7 +21,7 @@ read as a placeholder or evaluated.
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .data.fields import BUILT_IN_VARIABLES, VARIABLE_NAME
 from .data.versions import PRODUCTION
@@ -69,14 +69,15 @@ def referenced_prompt(snap, ref):
 
 # -- which version serves the call ------------------------------------------------------
 
-def chosen_version(referenced, subject):
-    """The version serving a call: the pinned one; else one drawn by weight for
-    `subject` (the end user, or the key); else `production`; else the latest. None
+def chosen_version(referenced, end_user, key_id):
+    """The version serving a call: the pinned one; else one drawn by weight for its
+    end user (or its key, without one); else `production`; else the latest. None
     only for a prompt that has no versions at all (its own content serves)."""
     if referenced.pinned is not None:
         return referenced.pinned
     prompt = referenced.prompt
     if prompt.weighted:
+        subject = f"user:{end_user}" if end_user else f"key:{key_id}"
         return drawn(prompt.weighted, f"{prompt.id}\x1f{subject}")
     return prompt.labels.get(PRODUCTION) or prompt.latest
 
@@ -99,8 +100,7 @@ def drawn(weighted, seed):
 
 # -- what the providers put in front ------------------------------------------------------
 
-@dataclass(frozen=True)
-class Served:
+class Served(NamedTuple):
     """The stored prompt's version as the providers apply it to one call (see
     providers/openai.py and providers/anthropic/messages.py)."""
 
@@ -119,7 +119,7 @@ def serve(call, body):
     if call.prompt is None:
         return None, forwarded
     end_user = end_user_of(body)
-    version = chosen_version(call.prompt, f"user:{end_user}" if end_user else f"key:{call.key.id}")
+    version = chosen_version(call.prompt, end_user, call.key.id)
     call.prompt_version = version.version if version else None
     source = version or call.prompt.prompt  # a prompt without versions serves its own content
     instructions = source.instructions or ""

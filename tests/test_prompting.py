@@ -60,9 +60,9 @@ def test_refusals(ref, status, message):
 
 
 def test_without_a_pin_production_then_the_latest_serves():
-    assert chosen_version(referenced_prompt(SNAP, "pirate"), "key:k").version == 1
-    assert chosen_version(referenced_prompt(SNAP, "mail@home"), "key:k").version == 2
+    assert chosen_version(referenced_prompt(SNAP, "pirate"), None, "k").version == 1
+    assert chosen_version(referenced_prompt(SNAP, "mail@home"), None, "k").version == 2
     weighted = snapshot(("ab", [version(1, ["production"], 0), version(2, weight=5), version(3, weight=5)], True))
-    drawn = {chosen_version(referenced_prompt(weighted, "ab"), f"user:{n}").version for n in range(50)}
+    drawn = {chosen_version(referenced_prompt(weighted, "ab"), f"u{n}", "k").version for n in range(50)}
     assert drawn == {2, 3}  # weights win over production; a weight of 0 is no share
-    assert chosen_version(referenced_prompt(weighted, "ab@1"), "user:1").version == 1
+    assert chosen_version(referenced_prompt(weighted, "ab@1"), "u1", "k").version == 1
