@@ -76,6 +76,7 @@ def create_app(overrides=None):
 
     from .admin import init_admin
     from .errors import init_errors
+    from .feedback import feedback_api
     from .proxy import proxy
     from .rest.routes import api
 
@@ -103,8 +104,10 @@ def create_app(overrides=None):
     csrf = CSRFProtect(app)
     csrf.exempt(api)  # token-authenticated, no cookies
     csrf.exempt(proxy)
+    csrf.exempt(feedback_api)
     app.register_blueprint(api)
     app.register_blueprint(proxy)
+    app.register_blueprint(feedback_api)
     app.register_blueprint(metrics.page)
     init_admin(app)
     init_errors(app)

@@ -36,6 +36,7 @@ from .accounting.limits import Limited, LimitsUnavailable
 from .data.catalog import rehash_key
 from .data.fields import utcnow
 from .errors import ProxyError, database_unavailable, shown
+from .prompting import referenced_prompt, serve
 from .providers.anthropic.messages import rewrite_messages
 from .providers.base import Refused
 from .providers.embeddings import rewrite_embeddings
@@ -97,7 +98,8 @@ def resolve(snap, ref):
 
     Each part is a record id or a public name. Names may contain colons
     (`llama3:8b`), so the whole string is tried as a model first; only then is
-    it split at its last colon into model and prompt.
+    it split at its last colon into model and prompt. The prompt may pin a version
+    (`<prompt>@3`, `<prompt>@staging`): see prompting.referenced_prompt.
     """
     if not isinstance(ref, str) or not ref.strip():
         raise ProxyError(400, "'model' must be a model id or name, optionally followed by ':<prompt>'.",
@@ -116,11 +118,7 @@ def resolve(snap, ref):
     if not group:
         raise ProxyError(404, f"The model '{shown(model_ref)}' does not exist or is not available.",
                          param="model", code="model_not_found")
-    prompt = snap.prompts.get(prompt_ref)
-    if prompt is None or not prompt.active:
-        raise ProxyError(404, f"The prompt '{shown(prompt_ref)}' does not exist or is not available.",
-                         param="model", code="prompt_not_found")
-    return group, prompt
+    return group, referenced_prompt(snap, prompt_ref)
 
 
 def usable_models(snap, ref):
@@ -193,13 +191,13 @@ def handle(endpoint, rewrite, client="openai"):
             return response  # its body ends the call when the server closes it
     except ProxyError as refused:
         call.fail(refused.status, refused.message, refused.upstream_error)
-        response = refused.response(call.limit_headers, client)
+        response = refused.response(call.headers, client)
     except Exception:
         log.exception("unexpected error on %s", request.path)
         unexpected = ProxyError(500, "PromptProxy failed on this call; see the server's log.",
                                 type_="api_error", code="internal_error")
         call.fail(unexpected.status, unexpected.message)
-        response = unexpected.response(call.limit_headers, client)
+        response = unexpected.response(call.headers, client)
     call.end()
     return response
 
@@ -219,11 +217,15 @@ def proxied(call, snap, rewrite, client):
     call.model, call.api = plan[0], snap.apis[plan[0].api]
     routes = routes_for(client, call.endpoint, snap, plan)
     call.stream = stream_flag(body)
+    try:
+        served, forwarded = serve(call, body)  # the prompt's version, its variables filled in
+    except Refused as exc:
+        raise ProxyError(400, str(exc), param=exc.param) from None
     limit(call)
-    call.system_prompt = call.prompt.instructions if call.prompt else None
+    call.system_prompt = served.instructions if served else None
     if len(plan) > 1:  # a choice to make: skip the apis cooling down
         plan = routing.without_cooling(plan, services().upstreams.cooling(model.api for model in plan))
-    return tried(call, snap, plan, routes, lambda model: rewrite(dict(body), model, call.prompt))
+    return tried(call, snap, plan, routes, lambda model: rewrite(dict(forwarded), model, served))
 
 
 def routes_for(client, endpoint, snap, plan):
@@ -257,7 +259,7 @@ def tried(call, snap, plan, routes, rewritten):
             continue
         if route.path is None:  # the route answers itself; nothing goes upstream
             response = jsonify(route.local_answer(call, upstream_body))
-            response.headers.update(call.limit_headers)
+            response.headers.update(call.headers)
             return response
         if not holds_slot(call):
             continue

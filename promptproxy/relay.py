@@ -42,7 +42,7 @@ class Failed:
         if self.error is not None:
             raise self.error
         response = answered(call, self.route, self.upstream, self.data)
-        response.headers.update(call.limit_headers)
+        response.headers.update(call.headers)
         return response
 
 
@@ -75,9 +75,9 @@ def sent(call, route, encoded, hide_usage):
         call.first_byte()
         return Response(Streamed(call, upstream, route.events(call, hide_usage), data),
                         status=upstream.status, content_type="text/event-stream; charset=utf-8",
-                        headers={**SSE_HEADERS, **call.limit_headers, "X-PromptProxy-Model": call.model.id})
+                        headers={**SSE_HEADERS, **call.headers, "X-PromptProxy-Model": call.model.id})
     response = answered(call, route, upstream, data)
-    response.headers.update(call.limit_headers)
+    response.headers.update(call.headers)
     return response
 
 

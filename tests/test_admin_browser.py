@@ -234,7 +234,7 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
     page.reload()
     nav = page.locator("#pp-nav").inner_text()
     assert re.search(r"^Dashboard\s+Collections\s+Users\s+2\s+Keys\s+2\s+APIs\s+1\s+Models\s+1\s+"
-                     r"Prompts\s+1\s+Requests\s+2\s+Playground\s", nav, re.I), nav
+                     r"Prompts\s+1\s+Prompt versions\s+1\s+Requests\s+2\s+Feedback\s+0\s+Playground\s", nav, re.I), nav
 
     # The request explorer: filter to Tom, open the SDK call, read it.
     open_table(page, base, "requests")

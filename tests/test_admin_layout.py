@@ -37,7 +37,7 @@ def test_the_sidebar_lists_the_collections_with_their_counts(admin):
     assert sidebar(admin, "/_/users/") == [
         ("Dashboard", None, False),
         ("Users", "2", True), ("Keys", "0", False), ("APIs", "1", False), ("Models", "0", False),
-        ("Prompts", "0", False), ("Requests", "0", False),
+        ("Prompts", "0", False), ("Prompt versions", "0", False), ("Requests", "0", False), ("Feedback", "0", False),
         ("Playground", None, False), ("Live log", None, False),
     ]
     page = admin.get("/_/users/").get_data(as_text=True)

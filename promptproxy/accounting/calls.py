@@ -11,10 +11,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..data.fields import utcnow
+from ..data.fields import new_id, utcnow
 from ..providers.base import last_user_message
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID = "x-promptproxy-request-id"  # on every answer to a call: the id of its request row
 
 
 @dataclass
@@ -24,13 +26,15 @@ class Call:
     endpoint: str
     key: object
     user: object
+    id: str = field(default_factory=new_id)  # its row's, known from the start for `x-promptproxy-request-id`
     started: float = field(default_factory=time.perf_counter)
     created: object = field(default_factory=utcnow)
     model_ref: str = None
     end_user: str = None  # who the client says the call is for (end_users.end_user)
     model: object = None
     api: object = None
-    prompt: object = None
+    prompt: object = None  # the prompt as referenced (prompting.Referenced)
+    prompt_version: int = None  # the number of the prompt's version served
     stream: bool = False
     status: int = 200
     error: str = None
@@ -54,9 +58,10 @@ class Call:
             self.metrics.began()  # in flight until it ends
 
     @property
-    def limit_headers(self):
-        """The rate-limit headers every answer to this call carries."""
-        return self.ticket.headers if self.ticket else {}
+    def headers(self):
+        """The headers of every answer to this call: its request row's id, and its
+        rate limits once it was admitted."""
+        return {**(self.ticket.headers if self.ticket else {}), REQUEST_ID: self.id}
 
     @property
     def track(self):
@@ -113,9 +118,9 @@ class Call:
         """The request row; with the bodies, prompt and reply only for tracked keys."""
         usage = self.usage if isinstance(self.usage, dict) else {}
         row = {
-            "created": self.created, "user": self.user.id, "key": self.key.id,
+            "id": self.id, "created": self.created, "user": self.user.id, "key": self.key.id,
             "api": self.api.id if self.api else None, "model": self.model.id if self.model else None,
-            "prompt": self.prompt.id if self.prompt else None,
+            "prompt": self.prompt.id if self.prompt else None, "prompt_version": self.prompt_version,
             "model_ref": self.model_ref if isinstance(self.model_ref, str) else None,
             "end_user": self.end_user,
             "endpoint": self.endpoint, "stream": self.stream, "status": self.status,

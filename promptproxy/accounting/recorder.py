@@ -28,7 +28,7 @@ import peewee
 
 from ..collections import BY_NAME
 from ..data import storable
-from ..data.db import UNREACHABLE, db, drop_broken_connection, is_postgresql
+from ..data.db import UNREACHABLE, connection, db, drop_broken_connection, is_postgresql
 from ..data.fields import JSONColumn, new_id
 from ..data.writer import Writer
 from . import stats
@@ -37,6 +37,8 @@ from .spool import Spool
 log = logging.getLogger(__name__)
 
 BATCH = 500
+FIND_WAIT = 2.0  # seconds `find` waits for a row another process queued (its batches are 50 ms apart)
+FIND_POLL = 0.05
 # sqlite3.OperationalError messages that say the database, not the row, is the problem
 UNAVAILABLE = ("locked", "busy", "disk", "full", "readonly", "unable to open", "no such table")
 
@@ -186,6 +188,27 @@ class Recorder:
                 keys.update(last_used=when).where(
                     (keys.id == key_id) & ((keys.last_used.is_null()) | (keys.last_used < when))).execute()
         return len(batch)
+
+    def find(self, request_id, wait=FIND_WAIT):
+        """The request row with this id, as its caller may ask right after its call
+        (to give feedback): read-your-writes although rows are written in batches.
+        A row this process queued is written first; one another worker or instance
+        queued is waited for, up to `wait` seconds, while its batch is written. None
+        when no such row is there by then. Only the calling greenlet waits."""
+        requests = BY_NAME["requests"].model
+
+        def read():
+            with connection():
+                return requests.get_or_none(requests.id == request_id)
+
+        row = read()
+        if row is None and self.flush():
+            row = read()
+        deadline = time.monotonic() + wait
+        while row is None and time.monotonic() < deadline:
+            time.sleep(FIND_POLL)
+            row = read()
+        return row
 
     def wait_for(self, count, timeout=10):
         """Block until at least `count` rows have been written (for tests and tools)."""

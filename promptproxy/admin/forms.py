@@ -30,6 +30,7 @@ from ..data.fields import (
     GatewayKey,
     Invalid,
     Json,
+    Labels,
     LongText,
     Number,
     Relation,
@@ -216,6 +217,14 @@ def _(field: Json, data):
     except RecursionError:
         raise Invalid("validation_invalid_json", f"Must not nest deeper than {MAX_NESTING} levels.") from None
     return value
+
+
+@form_value.register
+def _(field: Labels, data):
+    """Labels may be typed as words ("production, staging") as well as a JSON list."""
+    if isinstance(data, str) and not data.strip().startswith("["):
+        return data
+    return form_value.dispatch(Json)(field, data)
 
 
 # -- table cells ------------------------------------------------------------------

@@ -264,6 +264,7 @@ class CollectionView(LoginRequired, ModelView):
         # action_delete below. Flask-Admin's other write paths stay off: no inline
         # (ajax) editing, no inline models, no mass delete by query.
         self.can_create = self.can_edit = self.can_delete = not collection.readonly
+        self.can_create = self.can_delete = self.can_create and not collection.recorded
         self.column_editable_list = None
         self.inline_models = None
         self.fast_mass_delete = False
@@ -336,7 +337,7 @@ class CollectionView(LoginRequired, ModelView):
     def _save(self, form, row=None):
         data, refused = self._form_data(form)
         try:
-            return records.save(self.collection, data, row=row, refused=refused)
+            return records.save(self.collection, data, row=row, refused=refused, by=current_user.email)
         except records.RecordInvalid as invalid:
             for name, error in invalid.errors.items():
                 form[name].errors = list(form[name].errors or []) + [error.message]

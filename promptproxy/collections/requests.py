@@ -10,6 +10,7 @@ requests = Collection(
     Relation("api", "apis", on_delete="keep", label="API"),
     Relation("model", "models", on_delete="keep"),
     Relation("prompt", "prompts", on_delete="keep"),
+    Number("prompt_version", label="Prompt version", help="The number of the prompt's version that was served."),
     Text("model_ref", label="Model requested", help="The `model` string the client sent."),
     Text("end_user", index=True, label="End user",
          help="Who the caller said the call is for: OpenAI's `user`, or Open WebUI's user headers."),
@@ -31,6 +32,6 @@ requests = Collection(
     list=["created", "user", "model", "prompt", "end_user", "endpoint", "stream", "status",
           "total_tokens", "latency_ms"],
     search=["model_ref", "error", "endpoint", "end_user"],
-    filters=["user", "key", "model", "prompt", "api", "end_user", "status", "stream", "created"],
+    filters=["user", "key", "model", "prompt", "prompt_version", "api", "end_user", "status", "stream", "created"],
     readonly=True,
 )

@@ -1,5 +1,5 @@
 """An in-memory copy of what the proxy looks up on every call: keys, users, apis,
-models and prompts.
+models, and prompts with their versions.
 
 Reading five tables per request would cost more than the rest of the request.
 Instead each worker keeps a snapshot and, at most every `ttl` seconds, reads one
@@ -42,7 +42,7 @@ class Snapshot:
     models: dict = field(default_factory=dict)  # id and public name -> model row
     # public name -> the usable models sharing it (a group), in listing order
     groups: dict = field(default_factory=dict)
-    prompts: dict = field(default_factory=dict)  # id and public name -> prompt row
+    prompts: dict = field(default_factory=dict)  # id and public name -> prompt row, with its versions
     model_list: list = field(default_factory=list)  # active models, in listing order
     prompt_list: list = field(default_factory=list)
 
@@ -58,7 +58,7 @@ class Snapshot:
 
 
 def load(version):
-    """Read the five tables into a new Snapshot."""
+    """Read the six tables into a new Snapshot."""
     snap = Snapshot(version=version)
     for row in BY_NAME["keys"].model.select():
         if row.key:
@@ -85,7 +85,9 @@ def load(version):
             snap.models.setdefault(row.name, row)
             snap.groups.setdefault(row.name, []).append(row)
     prompts = BY_NAME["prompts"].model
+    versions = versions_by_prompt()
     for row in prompts.select().order_by(prompts.name, prompts.created):
+        with_versions(row, versions.get(row.id, []))
         snap.prompts[row.id] = row
         if row.active:
             snap.prompt_list.append(row)
@@ -93,6 +95,26 @@ def load(version):
         if row.name:
             snap.prompts.setdefault(row.name, row)
     return snap
+
+
+def versions_by_prompt():
+    model = BY_NAME["prompt_versions"].model
+    versions = {}
+    for row in model.select().order_by(model.version):
+        versions.setdefault(row.prompt, []).append(row)
+    return versions
+
+
+def with_versions(prompt, versions):
+    """A prompt row with its versions, for choosing one on each call without a query
+    (see promptproxy/prompting.py): `versions` by number, `labels` by label, the
+    `latest` (None only for a prompt written before versions, outside PromptProxy)
+    and the `weighted` ones, those an A/B split draws from."""
+    prompt.versions = {version.version: version for version in versions}
+    prompt.labels = {label: version for version in versions for label in version.labels or []}
+    prompt.latest = versions[-1] if versions else None
+    prompt.weighted = [version for version in versions if version.weight]
+    return prompt
 
 
 def allow_sets(row):

@@ -16,7 +16,7 @@ TITLE_LENGTH = 40
 
 class Collection:
     def __init__(self, name, *fields, label=None, title=None, list=None, search=(), filters=(),
-                 sort="-created", readonly=False, singular=None, reference=None):
+                 sort="-created", readonly=False, recorded=False, singular=None, reference=None):
         self.name = name
         self.label = label or name.replace("_", " ").title()  # what people read: "Users", "APIs"
         self.singular = singular or name.removesuffix("s")  # "Created user Tom"
@@ -29,6 +29,8 @@ class Collection:
         self.filters = tuple(filters)
         self.sort = sort
         self.readonly = readonly  # rows written by PromptProxy only (request log)
+        # rows created and deleted by PromptProxy only; people change their editable fields (prompt versions)
+        self.recorded = recorded
         self.model = self._make_model()
 
     def __repr__(self):

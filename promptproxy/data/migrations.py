@@ -21,6 +21,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator, migrate
 
 from .db import SCHEMA_LOCK, Meta, db, is_postgresql
+from .fields import new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,29 @@ def request_stats_by_end_user(models):
     db.execute_sql('DROP TABLE IF EXISTS "_request_stats"')
 
 
+def prompt_versions(models):
+    """Prompts gain versions (with labels and weights) and variables; request rows
+    note the version they served. Every prompt gets version 1: its content as it is,
+    which calls go on being served, as the latest version."""
+    declared = {model._meta.table_name: model for model in models}
+    add_columns("prompts", {"variables": declared["prompts"]._meta.columns["variables"]})
+    add_columns("requests", {"prompt_version": declared["requests"]._meta.columns["prompt_version"]})
+    if not has_table("prompts"):
+        return
+    prompts, versions = declared["prompts"], declared["prompt_versions"]
+    db.create_tables([versions], safe=True)
+    now = utcnow()
+    existing = prompts.select(prompts.id, prompts.instructions, prompts.tools, prompts.replace_system)
+    rows = [{"id": new_id(), "created": now, "updated": now, "prompt": prompt.id, "version": 1,
+             "instructions": prompt.instructions, "tools": prompt.tools or None,
+             "replace_system": bool(prompt.replace_system), "labels": [], "promoted": {},
+             "note": "The prompt as it was when versions began."} for prompt in existing]
+    for start in range(0, len(rows), 100):
+        versions.insert_many(rows[start:start + 100]).execute()
+
+
 MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups,
-              request_stats_by_end_user]
+              request_stats_by_end_user, prompt_versions]
 
 
 # -- running them ---------------------------------------------------------------------------
@@ -164,8 +186,6 @@ def schema_lock():
 def upgrade(models):
     """Run the migrations this database has not had, then create the tables of
     declared models that do not exist yet (and any index still missing)."""
-    from .fields import utcnow
-
     with db.connection_context(), schema_lock():
         db.create_tables([Migration], safe=True)
         applied = {row.version for row in Migration.select(Migration.version)}

@@ -9,6 +9,7 @@ write see the same data, and no request greenlet waits on a database lock.
 """
 
 from ..collections import BY_NAME, dependents
+from . import versions
 from .db import bump_version, write
 from .fields import KEEP, Invalid, blank, storable_problem, utcnow
 
@@ -42,18 +43,23 @@ def more_text(more):
 
 
 class RecordReadOnly(Exception):
-    """A write refused because the collection's rows are written by PromptProxy only."""
+    """A write refused because the collection's rows are written by PromptProxy only
+    (or, for recorded collections, created and deleted by it only)."""
 
     def __init__(self, collection):
-        super().__init__(f"Records of {collection.name} are written by PromptProxy only.")
+        if collection.recorded:
+            super().__init__(f"Records of {collection.name} are created and deleted by PromptProxy only; "
+                             "only their editable fields can be changed.")
+        else:
+            super().__init__(f"Records of {collection.name} are written by PromptProxy only.")
 
 
-def writable(collection):
-    if collection.readonly:
+def writable(collection, creating_or_deleting=True):
+    if collection.readonly or (collection.recorded and creating_or_deleting):
         raise RecordReadOnly(collection)
 
 
-def save(collection, data, row=None, refused=None):
+def save(collection, data, row=None, refused=None, by=None, note=None):
     """Validate `data` (field name -> JSON value) and create (row=None) or update `row`.
 
     Returns (row, revealed): `revealed` holds values to show once and never again,
@@ -62,15 +68,21 @@ def save(collection, data, row=None, refused=None):
     Invalid) holds fields the caller could not even read (the admin's JSON text
     that does not parse): they are reported with every other field's errors, and
     nothing is written.
+
+    A save that changes a prompt's content records a new version of it in the same
+    transaction (see data/versions.py), saved by `by` (an admin's email) with `note`.
     """
-    writable(collection)
-    return write(_save, collection, data, row, dict(refused or {}))
+    writable(collection, creating_or_deleting=row is None)
+    return write(_save, collection, data, row, dict(refused or {}), by, note)
 
 
-def _save(collection, data, row, errors):
+def _save(collection, data, row, errors, by=None, note=None):
     creating = row is None
     values = {}
     for field in collection.fields:
+        if not field.editable and not creating and field.name in data \
+                and data[field.name] != field.to_json(getattr(row, field.name)):
+            errors[field.name] = Invalid("validation_read_only", "Set by PromptProxy; cannot be changed.")
         if not field.editable or (field.immutable and not creating) or field.name in errors:
             continue
         if field.name in data:
@@ -122,6 +134,9 @@ def _save(collection, data, row, errors):
 
     revealed = {}
     row = row if row is not None else collection.model()
+    if collection.name == "prompt_versions":  # its labels may move: one save of the prompt's at a time
+        versions.lock_prompt(row.prompt)
+        labels_before = row.labels
     for name, value in values.items():
         if value is KEEP:
             continue
@@ -131,8 +146,15 @@ def _save(collection, data, row, errors):
         if field.reveal_once and creating:
             revealed[name] = value
     row.updated = utcnow()
+    if collection.name == "prompt_versions":
+        versions.note_labels(row, labels_before)
     row.save(force_insert=creating)
-    bump_version()
+    if collection.name == "prompts":
+        versions.record(row, by, note)
+    elif collection.name == "prompt_versions":
+        versions.take_labels_off_others(row)
+    if not collection.readonly:  # what the proxy's catalog holds (request rows and feedback are not)
+        bump_version()
     return row, revealed
 
 
@@ -155,8 +177,10 @@ def delete(collection, row):
 
 
 def _delete(collection, row):
-    blockers = []
+    blockers, cascades = [], []
     for other, field in dependents(collection):
+        if field.on_delete == "cascade":
+            cascades.append((other, field))
         if field.on_delete != "restrict":
             continue
         model = other.model
@@ -167,5 +191,54 @@ def _delete(collection, row):
             blockers.append((other, shown, more))
     if blockers:
         raise RecordInUse(collection, row, blockers)
+    for other, field in cascades:
+        other.model.delete().where(field.refers_to(other.model, row.id)).execute()
     row.delete_instance()
     bump_version()
+
+
+# -- prompt versions: labels moved as one transaction -------------------------------
+
+def promote(version, label=versions.PRODUCTION):
+    """Put `label` on `version` (a prompt_versions row), taking it off the prompt's
+    other versions, in one transaction. Returns the version as saved. With the
+    default label, the next call to `model:prompt` that pins no version serves it
+    (unless the prompt's versions have weights)."""
+    return write(_promote, version.id, label)
+
+
+def _promote(version_id, label):
+    collection = BY_NAME["prompt_versions"]
+    fresh = collection.model.get_by_id(version_id)  # labels as committed, not as the caller last read them
+    if label in (fresh.labels or []):
+        return fresh
+    return _save(collection, {"labels": [*(fresh.labels or []), label]}, fresh, {})[0]
+
+
+def rollback(prompt, label=versions.PRODUCTION):
+    """Move `label` back to the version of `prompt` that carried it before (see
+    versions.rollback_target), in one transaction; returns that version. Raises
+    versions.NoEarlierVersion when there is none. That version keeps the time it
+    was given the label before, so rolling back again goes further back."""
+    def move():
+        versions.lock_prompt(prompt.id)
+        target = versions.rollback_target(prompt.id, label)
+        since = (target.promoted or {}).get(label)
+        return versions.labelled_since(_promote(target.id, label), label, since)
+    return write(move)
+
+
+# -- feedback: written by PromptProxy for the caller of a call ------------------------
+
+def save_feedback(request_id, key_id, score, comment=None):
+    """Store a caller's feedback on one of its request rows (checked by the caller:
+    the row is its key's), replacing feedback given on it before. Raises
+    RecordInvalid for a score out of 0..1 or a comment that cannot be stored."""
+    collection = BY_NAME["feedback"]
+
+    def upsert():
+        model = collection.model
+        row = model.get_or_none(model.request == request_id)
+        data = {"request": request_id, "key": key_id, "score": score, "comment": comment}
+        return _save(collection, data, row, {})[0]
+    return write(upsert)

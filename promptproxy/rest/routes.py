@@ -90,6 +90,12 @@ def int_arg(name, default, low, high):
         raise ApiError(400, f"{name} must be a whole number.") from None
 
 
+def version_note(body):
+    """A prompt's save may say what it changes: `note`, kept on the version it makes."""
+    note = body.get("note")
+    return note if isinstance(note, str) and note.strip() else None
+
+
 @api.get("/health")
 def health():
     return jsonify(code=200, message="API is healthy.", data={})
@@ -156,8 +162,9 @@ def view_record(name, record_id):
 def create_record(name):
     require_admin()
     collection = collection_or_404(name)
+    body = json_body()
     try:
-        row, revealed = records.save(collection, json_body())
+        row, revealed = records.save(collection, body, by=g.admin.email, note=version_note(body))
     except records.RecordInvalid as invalid:
         raise ApiError(400, "Failed to create record.", field_errors(invalid)) from None
     return jsonify({**collection.to_json(row), **revealed})
@@ -168,8 +175,9 @@ def update_record(name, record_id):
     require_admin()
     collection = collection_or_404(name)
     row = record_or_404(collection, record_id)
+    body = json_body()
     try:
-        row, _ = records.save(collection, json_body(), row=row)
+        row, _ = records.save(collection, body, row=row, by=g.admin.email, note=version_note(body))
     except records.RecordInvalid as invalid:
         raise ApiError(400, "Failed to update record.", field_errors(invalid)) from None
     return jsonify(collection.to_json(row))

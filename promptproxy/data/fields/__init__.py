@@ -19,7 +19,7 @@ from .bool import Bool
 from .datetime import DateTime
 from .email import EMAIL_PATTERN, Email
 from .gateway_key import GatewayKey, GeneratedKey
-from .json import Json
+from .json import BUILT_IN_VARIABLES, VARIABLE_NAME, Json, Labels, Variables
 from .number import Number
 from .relation import Relation, Relations
 from .secret import Secret
@@ -30,6 +30,7 @@ from .url import Url
 __all__ = [
     "INTEGER_RANGE", "KEEP", "MAX_NESTING", "Field", "Invalid", "JSONColumn", "blank", "format_datetime",
     "new_id", "storable_problem", "utcnow",
-    "Bool", "DateTime", "EMAIL_PATTERN", "Email", "GatewayKey", "GeneratedKey", "Json", "Number",
-    "Relation", "Relations", "Secret", "Select", "LongText", "Text", "Url",
+    "Bool", "DateTime", "EMAIL_PATTERN", "Email", "GatewayKey", "GeneratedKey", "Json", "Labels", "Number",
+    "Relation", "Relations", "Secret", "Select", "LongText", "Text", "Url", "Variables", "BUILT_IN_VARIABLES",
+    "VARIABLE_NAME",
 ]

@@ -1,7 +1,8 @@
 """Relation: the id of a record in another collection. Relations: a list of them.
 
 Both store ids as text, as PocketBase does; `records` checks that the records
-exist and refuses to delete one that is still pointed at (see `on_delete`)."""
+exist, and refuses to delete one that is still pointed at or deletes what points
+at it with it (see `on_delete`)."""
 
 import peewee
 
@@ -11,7 +12,8 @@ from .base import Field, Invalid, JSONColumn
 class Relation(Field):
     """``on_delete`` decides what deleting the target does: "restrict" refuses while
     this field still points at it; "keep" leaves the id in place so history
-    (request rows) outlives the records it names."""
+    (request rows) outlives the records it names; "cascade" deletes the records
+    that point at it too (a prompt's versions), in the same transaction."""
 
     def __init__(self, name, target, *, on_delete="restrict", **kw):
         super().__init__(name, index=True, **kw)
