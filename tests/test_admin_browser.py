@@ -382,19 +382,20 @@ def test_an_admin_promotes_rolls_back_and_reads_a_diff(browser_page, served, ups
     def version(number):
         return page.locator(f'#prompt-versions tr[data-version="{number}"]')
 
-    press(page, version(1).locator("button.pp-promote"), "production is now on version 1 of pirate.")
+    press(page, version(1).locator("button.pp-promote"), "The label production is now on version 1 of pirate.")
     assert served_instructions(score=0.5) == PIRATE[0]
-    press(page, version(3).locator("button.pp-promote"), "production moved from version 1 to version 3 of pirate.")
+    press(page, version(3).locator("button.pp-promote"),
+          "The label production moved from version 1 to version 3 of pirate.")
     assert served_instructions(score=1) == PIRATE[2]
     assert version(3).locator(".pp-labels").inner_text().strip() == "production"
 
     press(page, page.get_by_role("button", name="Roll back production to version 1"),
-          "Rolled back production of pirate from version 3 to version 1.")
+          "Rolled back the label production of pirate from version 3 to version 1.")
     assert served_instructions() == PIRATE[0]
     assert version(1).locator(".pp-labels").inner_text().strip() == "production"
 
     version(2).locator("input[name=label]").fill("staging")
-    press(page, version(2).get_by_role("button", name="Set label"), "staging is now on version 2 of pirate.")
+    press(page, version(2).get_by_role("button", name="Set label"), "The label staging is now on version 2 of pirate.")
 
     # The diff between versions 1 and 3: the markup in the prompt is shown as text.
     page.select_option("#diff-old", "1")

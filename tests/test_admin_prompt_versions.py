@@ -112,8 +112,15 @@ def test_the_page_lists_versions_with_who_when_and_note_and_where_each_label_is(
     assert "version 2" in text(re.search(r'data-label="staging">(.*?)</tr>', page, re.DOTALL).group(1))
     assert served_instructions(gateway, "gpt:pirate@staging") == "Talk like a pirate captain."
 
+    with db.connection_context():
+        for number in (1, 3):
+            records.save(BY_NAME["prompt_versions"], {"weight": number * 10}, row=history[number - 1])
+    assert text(section(details(admin, pirate), "served")).startswith(
+        "A call to model:pirate that names no version is served split by weight between version 1 (weight 10), "
+        "version 3 (weight 30).")
 
-def test_the_note_is_checked_like_the_fields_beside_it(gateway, admin):
+
+def test_the_note_is_checked_like_the_fields_beside_it(gateway, admin, api):
     pirate = gateway.prompt
     page = submit(admin, "prompts", {"name": "pirate", "instructions": "Changed.", "active": "y",
                                      "note": "nul \x00 inside"}, record_id=pirate.id).get_data(as_text=True)
@@ -122,6 +129,13 @@ def test_the_note_is_checked_like_the_fields_beside_it(gateway, admin):
     page = submit(admin, "prompts", {"name": "pirate", "instructions": "Changed.", "active": "y",
                                      "note": "x" * 501}, record_id=pirate.id).get_data(as_text=True)
     assert "<li>Field cannot be longer than 500 characters.</li>" in field_html(page, "note")
+    assert [v.version for v in versions_of(pirate)] == [1]
+
+    # The REST API's note is checked by the same rule (records.save): a 400, not a failed insert.
+    response = api.patch(f"/api/collections/prompts/records/{pirate.id}",
+                         json={"instructions": "Changed.", "note": "nul \x00 inside"})
+    assert response.status_code == 400
+    assert response.json["data"]["note"]["message"] == "Must not contain NUL characters."
     assert [v.version for v in versions_of(pirate)] == [1]
 
 
@@ -164,21 +178,21 @@ def test_promote_and_roll_back_through_the_buttons(gateway, admin):
     pirate = gateway.prompt
     save(pirate, by=ADMIN_EMAIL, instructions="Talk like a pirate captain.")
     page = press(admin, pirate, "promote", version=version_id(pirate, 1))
-    assert messages(page) == [("success", "production is now on version 1 of pirate.")]
+    assert messages(page) == [("success", "The label production is now on version 1 of pirate.")]
     assert table_rows(page, "prompt-versions", "version")["1"]["pp-labels"] == "production"
     assert served_instructions(gateway) == "Talk like a pirate."
 
     save(pirate, instructions="Talk like a pirate admiral.")  # version 3 waits for production
     assert served_instructions(gateway) == "Talk like a pirate."
     page = press(admin, pirate, "promote", version=version_id(pirate, 3))
-    assert messages(page) == [("success", "production moved from version 1 to version 3 of pirate.")]
+    assert messages(page) == [("success", "The label production moved from version 1 to version 3 of pirate.")]
     assert served_instructions(gateway) == "Talk like a pirate admiral."
     assert "Roll back production to version 1" in page  # where it was before, not version 2
     page = press(admin, pirate, "promote", version=version_id(pirate, 3))
-    assert messages(page) == [("info", "production was already on version 3 of pirate.")]
+    assert messages(page) == [("info", "The label production was already on version 3 of pirate.")]
 
     page = press(admin, pirate, "rollback", id=pirate.id, label="production")
-    assert messages(page) == [("success", "Rolled back production of pirate from version 3 to version 1.")]
+    assert messages(page) == [("success", "Rolled back the label production of pirate from version 3 to version 1.")]
     assert served_instructions(gateway) == "Talk like a pirate."
     assert [v.labels for v in versions_of(pirate)] == [["production"], [], []]
     assert "no earlier version to roll back to" in text(section(page, "labels"))
@@ -192,11 +206,11 @@ def test_set_any_label_through_the_button(gateway, admin):
     pirate = gateway.prompt
     save(pirate, instructions="Talk like a pirate captain.")
     page = press(admin, pirate, "promote", version=version_id(pirate, 2), label=" staging ")
-    assert messages(page) == [("success", "staging is now on version 2 of pirate.")]
+    assert messages(page) == [("success", "The label staging is now on version 2 of pirate.")]
     assert served_instructions(gateway, "gpt:pirate@staging") == "Talk like a pirate captain."
     assert served_instructions(gateway) == "Talk like a pirate captain."  # the latest: production is on none
     page = press(admin, pirate, "promote", version=version_id(pirate, 1), label="staging")
-    assert messages(page) == [("success", "staging moved from version 2 to version 1 of pirate.")]
+    assert messages(page) == [("success", "The label staging moved from version 2 to version 1 of pirate.")]
     assert served_instructions(gateway, "gpt:pirate@staging") == "Talk like a pirate."
 
     for label, problem in (("not a label!", "'not a label!' is not a label"), ("42", "'42' is not a label"),

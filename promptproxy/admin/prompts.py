@@ -160,13 +160,13 @@ class PromptView(CollectionView):
         except records.RecordInvalid as invalid:
             flash(f"Could not set the label: {invalid.errors['labels'].message}", "error")
             return self._back_to(version.prompt)
-        title = self._prompt_title(version.prompt)
+        where = f"version {version.version} of {self._prompt_title(version.prompt)}"
         if before == version.version:
-            flash(f"{label} was already on version {version.version} of {title}.", "info")
+            flash(f"The label {label} was already on {where}.", "info")
         elif before is None:
-            flash(f"{label} is now on version {version.version} of {title}.", "success")
+            flash(f"The label {label} is now on {where}.", "success")
         else:
-            flash(f"{label} moved from version {before} to version {version.version} of {title}.", "success")
+            flash(f"The label {label} moved from version {before} to {where}.", "success")
         return self._back_to(version.prompt)
 
     @expose("/rollback/", methods=("POST",))
@@ -191,8 +191,8 @@ class PromptView(CollectionView):
             flash(f"Could not roll back: {invalid.errors['labels'].message}", "error")
             return self._back_to(prompt.id)
         was = f"version {before}" if before is not None else f"the latest version ({history[-1].version})"
-        flash(f"Rolled back {label} of {self._prompt_title(prompt.id)} from {was} to version {target.version}.",
-              "success")
+        flash(f"Rolled back the label {label} of {self.collection.title(prompt)} from {was} "
+              f"to version {target.version}.", "success")
         return self._back_to(prompt.id)
 
     def _prompt_title(self, prompt_id):
