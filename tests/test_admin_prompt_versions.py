@@ -152,13 +152,13 @@ def test_the_diff_between_any_two_versions_is_escaped(gateway, admin):
     assert "&lt;img src=x onerror=alert(1)&gt;" in diff
     lines = re.findall(r'<span class="pp-diff-(\w+)">(.*?)</span>', diff)
     assert [(kind, html.unescape(line)) for kind, line in lines][:3] == [
-        ("head", "--- version 3: tools"), ("head", "+++ version 4: tools"), ("hunk", "@@ -0,0 +1,8 @@")]
+        ("head", "--- version 3: Tools"), ("head", "+++ version 4: Tools"), ("hunk", "@@ -0,0 +1,8 @@")]
 
     page = details(admin, pirate, old=2, new=3)
     lines = [(kind, html.unescape(line)) for kind, line in
              re.findall(r'<span class="pp-diff-(\w+)">(.*?)</span>', section(page, "diff"))]
     assert lines == [
-        ("head", "--- version 2: instructions"), ("head", "+++ version 3: instructions"), ("hunk", "@@ -1,2 +1,2 @@"),
+        ("head", "--- version 2: Instructions"), ("head", "+++ version 3: Instructions"), ("hunk", "@@ -1,2 +1,2 @@"),
         ("del", "-Talk like a pirate."), ("add", "+<script>alert('pwned')</script> & talk like a pirate."),
         ("same", " Keep it short.")]
     assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &amp; talk like a pirate." in page

@@ -20,11 +20,6 @@ from .views import CollectionView
 NOTE_LENGTH = 500
 LABEL_LENGTH = 40  # as data/fields/json.py's LABEL allows
 
-# The parts of a version a diff compares, in the order it shows them.
-DIFFERED = (("instructions", "instructions"), ("tools", "tools"),
-            ("replace_system", "replace client system messages"))
-
-
 def content_lines(version, part):
     """One part of a version's content as the lines a diff compares."""
     value = getattr(version, part)
@@ -40,7 +35,8 @@ def version_diff(old, new):
     that differs, as (kind, text) lines, kind being "head", "hunk", "del", "add" or
     "same". Plain text: the page escapes every line, whatever a prompt holds."""
     lines = []
-    for part, label in DIFFERED:
+    for part in versions.CONTENT:
+        label = BY_NAME["prompt_versions"].field[part].label
         diff = difflib.unified_diff(content_lines(old, part), content_lines(new, part),
                                     f"version {old.version}: {label}", f"version {new.version}: {label}",
                                     lineterm="")
@@ -57,6 +53,11 @@ def label_holders(history):
     return dict(sorted(held.items(), key=lambda item: (item[0] != versions.PRODUCTION, item[0])))
 
 
+def in_production(history):
+    """The version labelled production, or None."""
+    return next((version for version in history if versions.PRODUCTION in (version.labels or [])), None)
+
+
 def served(history):
     """What a call to `model:prompt` that pins nothing is served, as the proxy chooses
     it (promptproxy/prompting.py), in words for the page."""
@@ -64,7 +65,7 @@ def served(history):
     if weighted:
         shares = ", ".join(f"version {version.version} (weight {version.weight})" for version in weighted)
         return f"split by weight between {shares}"
-    production = next((version for version in history if versions.PRODUCTION in (version.labels or [])), None)
+    production = in_production(history)
     if production is not None:
         return f"version {production.version}, labelled production"
     return f"version {history[-1].version}, the latest (no version is labelled production)"
@@ -110,9 +111,14 @@ class PromptView(CollectionView):
         return type(form.__name__, (form,), {"note": note})
 
     def form_groups(self, form):
-        groups = super().form_groups(form)
-        return [(name, label, [*inputs, form["note"]] if name == "basics" else inputs, opened)
-                for name, label, inputs, opened in groups]
+        """The note goes right under the instructions, whose change it describes."""
+        groups = []
+        for name, label, inputs, opened in super().form_groups(form):
+            if name == "basics":
+                at = next((i + 1 for i, field in enumerate(inputs) if field.name == "instructions"), len(inputs))
+                inputs = [*inputs[:at], form["note"], *inputs[at:]]
+            groups.append((name, label, inputs, opened))
+        return groups
 
     def version_note(self, form):
         note = (form["note"].data or "").strip()
@@ -126,9 +132,10 @@ class PromptView(CollectionView):
         if history:
             labels = label_holders(history)
             rollbackable = [versions.PRODUCTION, *(label for label in labels if label != versions.PRODUCTION)]
-            production = next((v for v in history if versions.PRODUCTION in (v.labels or [])), history[-1])
-            newer = picked(history, "new", history[-1])
-            older = picked(history, "old", production if production is not newer else history[-2:][0])
+            # By default, what the latest version changes from what calls are served (or from the one before).
+            serving, newer = in_production(history) or history[-1], picked(history, "new", history[-1])
+            before = [version for version in history if version.version < newer.version]
+            older = picked(history, "old", serving if serving is not newer else (before or [newer])[-1])
             self._template_args.update(
                 history=history[::-1], labels=labels, served=served(history),
                 rollback=rollback_targets(prompt.id, rollbackable),
