@@ -115,23 +115,26 @@ def looks_like_an_id(text):
     return re.fullmatch(r"[a-z0-9]{15}", text.strip()) is not None
 
 
-def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
-    page = browser_page
-    server = served()
-    base = server.url
-    link = SETUP_LINK.search(server.log()).group(1)
+def create_admin(page, server):
+    """A fresh server sends people to the link in its log; the link creates the
+    admin, who lands on the dashboard, logged in."""
     page.shots.mkdir(parents=True, exist_ok=True)
-
-    # A fresh server sends people to the link in its log; the link creates the admin.
-    page.goto(base + "/_/")
+    page.goto(server.url + "/_/")
     assert "set-up link" in page.content()
-    page.goto(base + link)
+    page.goto(server.url + SETUP_LINK.search(server.log()).group(1))
     page.fill("#email", ADMIN[0])
     page.fill("#password", ADMIN[1])
     page.fill("#confirm", ADMIN[1])
     page.get_by_role("button", name="Create admin").click()
     page.wait_for_url("**/_/")
     page.locator("#pp-sidebar").wait_for()
+
+
+def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
+    page = browser_page
+    server = served()
+    base = server.url
+    create_admin(page, server)
     shot(page, "tables.png")
 
     # Tom, who will call the gateway.
@@ -300,5 +303,134 @@ def test_a_new_admin_walks_the_readme_story(browser_page, served, upstream):
 
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/_/login**")
+
+    assert page.errors == []
+
+
+class Rest:
+    """The REST API as the admin's scripts use it, with a superuser token."""
+
+    def __init__(self, base):
+        import requests
+
+        self.base, self.session = base, requests.Session()
+        login = self.session.post(base + "/api/collections/_superusers/auth-with-password", timeout=10,
+                                  json={"identity": ADMIN[0], "password": ADMIN[1]})
+        assert login.status_code == 200, login.text
+        self.session.headers["Authorization"] = login.json()["token"]
+
+    def create(self, collection, **data):
+        response = self.session.post(f"{self.base}/api/collections/{collection}/records", json=data, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def update(self, collection, record_id, **data):
+        response = self.session.patch(f"{self.base}/api/collections/{collection}/records/{record_id}", json=data,
+                                      timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+PIRATE = ["Talk like a pirate.", "Talk like a pirate captain of the {{ship}}.",
+          "Talk like a <b>pirate</b> admiral & keep it short."]
+
+
+def press(page, button, message):
+    """Click a button of the prompt's page; the message says what changed."""
+    button.click()
+    page.wait_for_load_state("load")
+    assert page.locator(".alert").first.inner_text().strip().lstrip("×").strip() == message
+
+
+def test_an_admin_promotes_rolls_back_and_reads_a_diff(browser_page, served, upstream):
+    """A prompt's versions in the admin, with what the upstream receives after each
+    move of a label, and the playground pinning a version and filling a variable."""
+    import openai
+
+    page = browser_page
+    server = served()
+    base = server.url
+    create_admin(page, server)
+    rest = Rest(base)
+    tom = rest.create("users", name="Tom")
+    key = rest.create("keys", user=tom["id"], label="laptop")["key"]
+    api = rest.create("apis", name="Local", base_url=upstream.base_url)
+    rest.create("models", api=api["id"], model="gpt-4o-mini", name="gpt-4o-mini")
+    pirate = rest.create("prompts", name="pirate", instructions=PIRATE[0], variables={"ship": "Black Pearl"})
+    rest.update("prompts", pirate["id"], instructions=PIRATE[1], note="A captain, of any ship.")
+    rest.update("prompts", pirate["id"], instructions=PIRATE[2], note="Promoted to admiral.")
+    client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
+
+    def served_instructions(score=None):
+        """What the upstream received in front of a call to gpt-4o-mini:pirate; the
+        caller's feedback on the call, with a score."""
+        call = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini:pirate", messages=[{"role": "user", "content": "Ahoy"}])
+        if score is not None:
+            client.post("/feedback", cast_to=object,
+                        body={"request_id": call.headers["x-promptproxy-request-id"], "score": score})
+        return upstream.requests[-1].json["messages"][0]["content"]
+
+    open_table(page, base, "prompts")
+    page.locator("table.model-list tbody tr", has_text="pirate").locator('a[title="View Record"]').click()
+    page.wait_for_url("**/_/prompts/details/**")
+    versions = page.locator("#prompt-versions tbody tr")
+    assert versions.evaluate_all("rows => rows.map(r => r.dataset.version)") == ["3", "2", "1"]
+    assert "Promoted to admiral." in versions.first.inner_text() and ADMIN[0] in versions.first.inner_text()
+    assert served_instructions() == PIRATE[2]  # no label yet: the latest
+
+    def version(number):
+        return page.locator(f'#prompt-versions tr[data-version="{number}"]')
+
+    press(page, version(1).locator("button.pp-promote"), "The label production is now on version 1 of pirate.")
+    assert served_instructions(score=0.5) == PIRATE[0]
+    press(page, version(3).locator("button.pp-promote"),
+          "The label production moved from version 1 to version 3 of pirate.")
+    assert served_instructions(score=1) == PIRATE[2]
+    assert version(3).locator(".pp-labels").inner_text().strip() == "production"
+
+    press(page, page.get_by_role("button", name="Roll back production to version 1"),
+          "Rolled back the label production of pirate from version 3 to version 1.")
+    assert served_instructions() == PIRATE[0]
+    assert version(1).locator(".pp-labels").inner_text().strip() == "production"
+
+    version(2).locator("input[name=label]").fill("staging")
+    press(page, version(2).get_by_role("button", name="Set label"), "The label staging is now on version 2 of pirate.")
+
+    # The diff between versions 1 and 3: the markup in the prompt is shown as text.
+    page.select_option("#diff-old", "1")
+    page.select_option("#diff-new", "3")
+    page.get_by_role("button", name="Show the differences").click()
+    page.wait_for_url("**old=1&new=3**")
+    assert page.locator("#diff .pp-diff-del").all_inner_texts() == ["-" + PIRATE[0]]
+    assert page.locator("#diff .pp-diff-add").all_inner_texts() == ["+" + PIRATE[2]]
+    assert page.locator("#diff b").count() == 0
+    assert_no_page_scroll(page)
+    shot(page, "prompt_versions.png")
+    page.set_viewport_size({"width": 390, "height": 844})  # on a phone, only the wide tables scroll
+    assert_no_page_scroll(page)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+    # The playground pins the staging version and fills its {{ship}}.
+    page.goto(base + "/_/playground/")
+    page.select_option("#pg-model", label="gpt-4o-mini")
+    page.select_option("#pg-prompt", label="pirate")
+    assert page.locator("#pg-version option").all_inner_texts() == [
+        "(as served)", "production (version 1)", "staging (version 2)",
+        "version 3", "version 2", "version 1"]
+    page.select_option("#pg-version", "staging")
+    ship = page.locator('#pg-variables input[data-variable="ship"]')
+    assert ship.get_attribute("placeholder") == "default: Black Pearl"
+    ship.fill("Flying Dutchman")
+    assert page.locator("#pg-ref").inner_text() == "gpt-4o-mini:pirate@staging"
+    assert '"prompt_variables": {"ship": "Flying Dutchman"}' in page.locator("#pg-curl").inner_text()
+    assert 'extra_body={"prompt_variables": {"ship": "Flying Dutchman"}}' in page.locator("#pg-python").inner_text()
+    page.fill("#pg-input", "Ahoy")
+    page.get_by_role("button", name="Send").click()
+    page.locator("#pg-history").get_by_text("echo: Ahoy").wait_for()
+    sent = upstream.requests[-1].json
+    assert sent["messages"][0]["content"] == "Talk like a pirate captain of the Flying Dutchman."
+    assert "prompt_variables" not in sent
+    assert "version=staging" in page.url
 
     assert page.errors == []

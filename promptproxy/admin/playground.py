@@ -123,8 +123,23 @@ def choices():
     models = [{"ref": m.name or m.id, "title": m.name or f"{m.model} ({snap.apis[m.api].name})",
                "model": m.model, "api": snap.apis[m.api].name}
               for m in snap.model_list]
-    prompts = [{"ref": p.name or p.id, "title": prompt_title(p)} for p in snap.prompt_list]
+    prompts = [{"ref": p.name or p.id, "title": prompt_title(p), **versions_of(p)} for p in snap.prompt_list]
     return models, prompts
+
+
+def versions_of(prompt):
+    """What the playground offers to pin (`prompt@3`, `prompt@staging`) and to fill
+    (`prompt_variables`) for one prompt of the catalog's snapshot."""
+    return {"versions": sorted(prompt.versions, reverse=True),
+            "labels": {label: version.version for label, version in sorted(prompt.labels.items())},
+            "variables": prompt.variables or {}}
+
+
+def pinned(prompt, version):
+    """`version` (a number or a label, as text) when the prompt has it, else ""."""
+    if not prompt or not version:
+        return ""
+    return version if version in prompt["labels"] or version in map(str, prompt["versions"]) else ""
 
 
 def quoted(ref):
@@ -144,8 +159,10 @@ class PlaygroundView(LoginRequired, BaseView):
         model = model if model in model_refs else (model_refs[0] if model_refs else "")
         prompt = request.args.get("prompt")
         prompt = prompt if prompt in prompt_refs else ""
-        ref = f"{model}:{prompt}" if model and prompt else model
-        page = {"key": key, "endpoint": request.script_root + "/v1/chat/completions"}
+        version = pinned(next((p for p in prompts if p["ref"] == prompt), None), request.args.get("version"))
+        ref = (f"{model}:{prompt}" + (f"@{version}" if version else "")) if model and prompt else model
+        page = {"key": key, "endpoint": request.script_root + "/v1/chat/completions", "version": version,
+                "prompts": {p["ref"]: p for p in prompts}}
         response = current_app.make_response(self.render(
             "promptproxy/playground.html", models=models, prompts=prompts, model=model, prompt=prompt,
             ref=quoted(ref), base_url=public_base_url(), placeholder=KEY_PLACEHOLDER,

@@ -337,12 +337,17 @@ class CollectionView(LoginRequired, ModelView):
     def _save(self, form, row=None):
         data, refused = self._form_data(form)
         try:
-            return records.save(self.collection, data, row=row, refused=refused, by=current_user.email)
+            return records.save(self.collection, data, row=row, refused=refused, by=current_user.email,
+                                note=self.version_note(form))
         except records.RecordInvalid as invalid:
             for name, error in invalid.errors.items():
                 form[name].errors = list(form[name].errors or []) + [error.message]
             self._keep_secrets(form, data, invalid.errors)
             return None, None
+
+    def version_note(self, form):
+        """What a save says it changes, kept on the prompt version it makes (see admin/prompts.py)."""
+        return None
 
     def _keep_secrets(self, form, data, errors):
         """Browsers never refill a password input, so a typed secret would be lost on a

@@ -73,7 +73,10 @@ def save(collection, data, row=None, refused=None, by=None, note=None):
     transaction (see data/versions.py), saved by `by` (an admin's email) with `note`.
     """
     writable(collection, creating_or_deleting=row is None)
-    return write(_save, collection, data, row, dict(refused or {}), by, note)
+    refused = dict(refused or {})
+    if note is not None and (problem := storable_problem(note)):
+        refused["note"] = problem  # reported with the fields' errors, as the note is typed beside them
+    return write(_save, collection, data, row, refused, by, note)
 
 
 def _save(collection, data, row, errors, by=None, note=None):
