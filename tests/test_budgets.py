@@ -11,6 +11,8 @@ import anthropic
 import openai
 import pytest
 
+from promptproxy import create_app, stop
+from promptproxy.cli import main
 from promptproxy.services import services
 
 HI = [{"role": "user", "content": "hi"}]  # 1 input token, "echo: hi" 2 output tokens
@@ -156,6 +158,27 @@ def test_a_lost_count_starts_again_from_the_rows(budgeted):
     assert call(budgeted).headers[REMAINING] == "0.002"
     assert call(budgeted, own).headers[REMAINING] == "0.996"
     refused(budgeted)
+
+
+@pytest.mark.sqlite  # app.py backup and restore are SQLite's
+def test_after_a_restore_the_spend_starts_again_from_the_restored_rows(budgeted, data_dir, tmp_path):
+    call(budgeted)
+    budgeted.rows(1)
+    taken = tmp_path / "taken.db"
+    assert main(["--dir", str(data_dir), "backup", str(taken)]) == 0
+    call(budgeted)
+    call(budgeted)
+    refused(budgeted)
+    budgeted.rows(4)
+    stop(budgeted.app)
+    assert main(["--dir", str(data_dir), "restore", str(taken)]) == 0
+    app = create_app({"DATA_DIR": str(data_dir)})
+    try:
+        again = app.test_client().post("/v1/chat/completions", json={"model": "gpt", "messages": HI},
+                                       headers={"Authorization": f"Bearer {budgeted.key}"})
+        assert again.status_code == 200 and again.headers[REMAINING] == "0.006"  # one call in the backup
+    finally:
+        stop(app)
 
 
 def test_a_budget_set_mid_month_counts_the_calls_already_made(gateway):
