@@ -7,7 +7,8 @@ it counts against (see limits.py), so a budget's spend is the sum of its rows.
 
 Prices are per million tokens, so a price p costs p * 1000 nano-units a token. A
 price is read as the decimal the admin typed (the shortest text of the stored
-double), so 0.15 costs exactly 150 a token, whatever its binary rounding.
+double), so 0.15 costs exactly 150 a token, whatever its binary rounding; the sum
+is worked out exactly, in integers, and rounded once.
 
 Usage comes in OpenAI's shape, which every route fills (Anthropic's is turned
 into it by providers/anthropic/responses.openai_usage):
@@ -27,6 +28,7 @@ number of at least 0 counts as none.
 import datetime as dt
 from decimal import ROUND_HALF_UP
 from decimal import Decimal as Exact
+from functools import lru_cache
 
 from peewee import fn
 
@@ -36,23 +38,32 @@ from ..data.storable import integer
 
 NANOS = 10 ** 9  # nano-units in one unit of the currency
 MAX_NANOS = 2 ** 53  # a call costs at most this (an upstream's absurd figures are not a bill)
-CACHE_WRITE = Exact("1.25")  # Anthropic's price of a token written to the cache, in input prices
-PER_TOKEN = 1000  # nano-units a token costs per unit of a price per million tokens
+MAX_TOKENS = 2 ** 62
+# Worked out in whole atto-units (10 ** -18 of the currency), so a call costs a few
+# integer products: a price p per million tokens costs p * ATTO_PER_TOKEN of them a token.
+ATTO_PER_TOKEN = 10 ** 12
+ATTO_PER_NANO = 10 ** 9
+CACHE_WRITE = (5, 4)  # a token written to Anthropic's cache costs 1.25 input tokens
 
 
 def tokens(value):
     """An upstream's token count: its whole number, 0 when it is none or below 0."""
-    return max(0, integer(value) or 0)
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # what upstreams send, read at once
+        return value
+    return 0 if value is None else max(0, integer(value) or 0)
 
 
+@lru_cache(maxsize=1024)  # a few prices serve every call
 def per_token(price):
-    """Nano-units a token costs at `price` per million tokens (None: free)."""
-    return Exact(repr(price)) * PER_TOKEN if price else Exact(0)
+    """Atto-units a token costs at `price` per million tokens (None: free), read as typed."""
+    if not price:
+        return 0
+    return int((Exact(repr(price)) * ATTO_PER_TOKEN).to_integral_value(ROUND_HALF_UP))
 
 
 def cost(usage, model):
-    """What a call with `usage` cost at `model`'s prices, in nano-units; None when
-    the upstream reported no usage (or no model answered)."""
+    """What a call with `usage` cost at `model`'s prices, in nano-units (rounded half
+    up); None when the upstream reported no usage (or no model answered)."""
     if not isinstance(usage, dict) or model is None:
         return None
     input_price = getattr(model, "input_price", None)
@@ -67,9 +78,11 @@ def cost(usage, model):
     written = min(tokens(details.get("cache_creation_tokens")), prompt - read)
     per_input = per_token(input_price)
     per_cached = per_input if cached_price is None else per_token(cached_price)
-    total = ((prompt - read - written) * per_input + read * per_cached + written * per_input * CACHE_WRITE
-             + tokens(usage.get("completion_tokens")) * per_token(output_price))
-    return min(MAX_NANOS, int(total.to_integral_value(ROUND_HALF_UP)))
+    times, per = CACHE_WRITE
+    total = per * ((prompt - read - written) * per_input + read * per_cached
+                   + tokens(usage.get("completion_tokens")) * per_token(output_price)) + times * written * per_input
+    unit = per * ATTO_PER_NANO
+    return min(MAX_NANOS, (total + unit // 2) // unit)
 
 
 def nanos(amount):
