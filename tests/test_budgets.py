@@ -66,6 +66,8 @@ def test_three_calls_at_0_004_fit_a_budget_of_0_01_and_the_fourth_is_refused(bud
     rows = budgeted.rows(4)
     assert [(row.status, row.cost) for row in rows] == [(200, 0.004)] * 3 + [(429, None)]
     assert "Budget exceeded" in rows[3].error
+    scraped, _ = services(budgeted.app).metrics.exposition()
+    assert b'promptproxy_rate_limited_total{limit="budget"} 1.0' in scraped
 
 
 def test_an_anthropic_client_is_refused_in_its_own_format(budgeted):
