@@ -137,8 +137,24 @@ def request_stats_by_end_user(models):
     db.execute_sql('DROP TABLE IF EXISTS "_request_stats"')
 
 
+
+def prices_and_budgets(models):
+    """Models have prices, users and keys a budget and its period, request rows
+    their cost. Existing users and keys get the period the forms would give them;
+    rows written before prices existed keep an empty cost."""
+    declared = {model._meta.table_name: model._meta.columns for model in models}
+    new = {"models": ["input_price", "cached_input_price", "output_price"],
+           "users": ["budget", "budget_period"], "keys": ["budget", "budget_period"], "requests": ["cost"]}
+    for table, names in new.items():
+        add_columns(table, {name: declared[table][name] for name in names})
+    for table in ("users", "keys"):
+        if has_table(table):
+            db.execute_sql(f"UPDATE {table} SET budget_period = 'month' WHERE budget_period IS NULL")
+
+
+
 MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups,
-              request_stats_by_end_user]
+              request_stats_by_end_user, prices_and_budgets]
 
 
 # -- running them ---------------------------------------------------------------------------
