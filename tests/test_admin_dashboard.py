@@ -15,6 +15,7 @@ import pytest
 import promptproxy
 from promptproxy import create_app
 from promptproxy.accounting import stats
+from promptproxy.accounting.costs import NANOS, amount_text
 from promptproxy.collections import BY_NAME
 from promptproxy.data import records
 from promptproxy.data.db import db
@@ -53,7 +54,7 @@ def mix(records_, count=1500, seed=7, now=NOW):
     none (an unknown model), prompts or none, end users or none, errors of several
     kinds, missing usage, latencies from 0 ms to past the last bin edge, and times
     over 40 days plus a few on the edges of the dashboard's windows."""
-    rng = random.Random(seed)
+    rng, costs = random.Random(seed), random.Random(-seed)  # costs apart: the other figures stay as they were
     users = records_["users"]
     weights = [1 / (i + 1) for i in range(len(users))]
     rows = []
@@ -74,6 +75,8 @@ def mix(records_, count=1500, seed=7, now=NOW):
             "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5,
             "status": status, "input_tokens": rng.choice([None, rng.randrange(1, 5000)]),
             "output_tokens": rng.choice([None, rng.randrange(0, 2000)]),
+            # as the proxy writes it: nano-units / NANOS; up to 0.05 a call, so an hour's sum passes 2 ** 31 nanos
+            "cost": costs.choice([None, 0, costs.randrange(1, 1000) / NANOS, costs.randrange(1, 5 * 10 ** 7) / NANOS]),
             "latency_ms": latency,
         })
     rng.shuffle(rows)  # batches need not be in time order
@@ -103,6 +106,11 @@ def table():
 
 # -- the expected figures, computed the slow, obvious way ----------------------------
 
+def nanos(row):
+    """A row's cost in nano-units: what the proxy worked out before writing it as currency."""
+    return round((row["cost"] or 0) * NANOS)
+
+
 def epoch_hour(created):
     return int(created.replace(tzinfo=dt.UTC).timestamp()) // 3600
 
@@ -129,6 +137,7 @@ def expected_detail(rows):
         g["errors"] += (row["status"] or 0) >= 400
         g["input_tokens"] += row["input_tokens"] or 0
         g["output_tokens"] += row["output_tokens"] or 0
+        g["cost"] += nanos(row)
         if row["latency_ms"] is not None:
             g[f"lat{bin_index(row['latency_ms'])}"] += 1
     return {key: dict(values) for key, values in groups.items()}
@@ -165,6 +174,7 @@ def assert_close_to(estimate, latencies, q):
 
 def in_window(rows, range_, now=NOW):
     size, count = stats.RANGES[range_]
+    count = count or now.day  # this month: its days so far
     current = epoch_hour(now)
     first = current - current % size - (count - 1) * size
     chosen = defaultdict(list)
@@ -180,7 +190,8 @@ def figures(rows):
     inp = sum(r["input_tokens"] or 0 for r in rows)
     out = sum(r["output_tokens"] or 0 for r in rows)
     return {"requests": len(rows), "errors": sum((r["status"] or 0) >= 400 for r in rows),
-            "input_tokens": inp, "output_tokens": out, "tokens": inp + out}, latencies
+            "input_tokens": inp, "output_tokens": out, "tokens": inp + out,
+            "cost": amount_text(sum(nanos(r) for r in rows))}, latencies
 
 
 # -- the rollup ----------------------------------------------------------------
@@ -294,7 +305,7 @@ def test_add_runs_in_its_own_transaction_when_called_alone(app):
 
 # -- the summary ----------------------------------------------------------------
 
-@pytest.mark.parametrize("range_", ["24h", "7d", "30d"])
+@pytest.mark.parametrize("range_", list(stats.RANGES))
 def test_summary_totals_buckets_and_breakdowns(app, records_, range_):
     rows = mix(records_, count=2500)
     record(app, rows)
@@ -367,14 +378,14 @@ def test_end_users_are_summed_from_days_and_hours(app, records_, now):
 
 def test_summary_with_no_requests(app):
     for range_, (_size, count) in stats.RANGES.items():
-        summary = stats.summary(range_)
+        summary = stats.summary(range_, now=NOW)
         assert summary["has_requests"] is False
         assert summary["totals"] == {"requests": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0,
-                                     "tokens": 0, "error_rate": 0.0, "p50_ms": None, "p95_ms": None}
-        assert len(summary["series"]) == count
+                                     "tokens": 0, "cost": "0", "error_rate": 0.0, "p50_ms": None, "p95_ms": None}
+        assert len(summary["series"]) == (count or NOW.day)
         assert all(b["requests"] == 0 and b["p95_ms"] is None for b in summary["series"])
         assert all(block == {"top": [], "others": {"count": 0, "requests": 0, "errors": 0, "input_tokens": 0,
-                                                   "output_tokens": 0, "tokens": 0}}
+                                                   "output_tokens": 0, "tokens": 0, "cost": "0"}}
                    for block in summary["breakdowns"].values())
 
 
@@ -440,11 +451,11 @@ def test_the_dashboard_and_its_figures_need_a_login(client, app):
 def test_the_dashboard_renders(admin):
     html = admin.get("/_/").get_data(as_text=True)
     assert 'id="pp-sidebar"' in html and 'id="dashboard"' in html
-    for element in ("total-requests", "total-errors", "total-tokens", "total-p50", "total-p95",
-                    "chart-requests", "chart-tokens", "chart-latency",
+    for element in ("total-requests", "total-errors", "total-tokens", "total-cost", "total-p50", "total-p95",
+                    "chart-requests", "chart-tokens", "chart-cost", "chart-latency", "spend-csv",
                     "top-user", "top-model", "top-prompt", "top-api", "top-end_user", "dash-empty"):
         assert f'id="{element}"' in html, element
-    assert re.findall(r'data-range="([^"]+)"', html) == ["24h", "7d", "30d"]
+    assert re.findall(r'data-range="([^"]+)"', html) == ["24h", "7d", "30d", "month"]
     for table in ("users", "keys", "apis", "models", "prompts", "requests"):
         assert f'href="/_/{table}/"' in html
     scripts = re.findall(r'<script[^>]*src="([^"]+)"', html)
@@ -452,14 +463,14 @@ def test_the_dashboard_renders(admin):
     assert re.search(r'<script[^>]*src="/_/assets/chart\.umd\.min\.js\?v=[0-9a-f]+"', html)
 
 
-@pytest.mark.parametrize("range_", ["24h", "7d", "30d"])
+@pytest.mark.parametrize("range_", list(stats.RANGES))
 def test_stats_json(admin, range_):
     response = admin.get(f"/_/stats.json?range={range_}")
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert response.headers["Cache-Control"] == "no-store"
     data = response.json
     assert data["range"] == range_ and data["totals"]["requests"] == 0
-    assert len(data["series"]) == stats.RANGES[range_][1]
+    assert len(data["series"]) == (stats.RANGES[range_][1] or dt.datetime.now(dt.UTC).day)
     assert set(data["breakdowns"]) == {"user", "model", "prompt", "api", "end_user"}
 
 

@@ -1,15 +1,20 @@
 """What users and keys spent, on their pages: against their budget, as the limiter
 counts it (the spend that admits or refuses their calls, see accounting/limits.py),
-or, without a budget, what their request rows of this month cost."""
+or, without a budget, what their request rows of this month cost. And the spend of
+every user per UTC day, as CSV, from the usage rollup (see accounting/stats.py)."""
 
+import csv
+import io
 import logging
 
+from flask import Response
 from markupsafe import Markup
 
+from ..accounting import stats
 from ..accounting.budgets import period_of
 from ..accounting.costs import amount_text, nanos, spent_in_rows
 from ..services import services
-from .views import CollectionView
+from .views import CollectionView, defuse_formula
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +63,23 @@ class SpendView(CollectionView):
                                              "period, or else this month (UTC).")
         self.column_formatters["spend"] = self.column_formatters_detail["spend"] = spend_cell(kind)
         self._refresh_cache()  # Flask-Admin works out its columns in __init__
+
+
+CSV_HEADER = ("user_id", "user", "date", "requests", "input_tokens", "output_tokens", "cost", "currency")
+
+
+def spend_csv(range_):
+    """Spend per user per UTC day over a dashboard range, as a CSV download: the cost
+    as the exact decimal text of its nano-units, names defused for spreadsheets (a
+    deleted user's name is empty; their id stays)."""
+    currency = services().settings["CURRENCY"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    for row in stats.spend_by_user_and_day(range_):
+        writer.writerow((row["user"], defuse_formula(row["name"] or ""), row["date"].isoformat(), row["requests"],
+                         row["input_tokens"], row["output_tokens"], amount_text(row["cost"]), currency))
+    response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="spend-{range_}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

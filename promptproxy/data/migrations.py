@@ -152,9 +152,16 @@ def prices_and_budgets(models):
             db.execute_sql(f"UPDATE {table} SET budget_period = 'month' WHERE budget_period IS NULL")
 
 
+def request_stats_cost(models):
+    """The usage rollup sums the rows' costs too: rebuilt as `request_stats_by_end_user`
+    rebuilds it (dropped here, created from its declaration, filled from the requests
+    table by `stats.backfill` at start-up), so the calls made before have their cost
+    in it."""
+    request_stats_by_end_user(models)
+
 
 MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups,
-              request_stats_by_end_user, prices_and_budgets]
+              request_stats_by_end_user, prices_and_budgets, request_stats_cost]
 
 
 # -- running them ---------------------------------------------------------------------------
