@@ -1,7 +1,9 @@
 """The usage dashboard: the hourly rollup written with every batch of request rows,
 its rebuild from the requests table, the figures the dashboard shows, and the pages."""
 
+import csv
 import datetime as dt
+import io
 import itertools
 import math
 import random
@@ -292,6 +294,34 @@ def test_upgrading_rebuilds_the_rollup_with_end_users(app, records_, data_dir):
         services(again).recorder.stop()
 
 
+def test_upgrading_adds_the_cost_to_the_rollup(app, records_, data_dir):
+    """Migration 8 gives the rollup its cost: a database whose rollup has none gets it
+    rebuilt from its request rows at start, with the cost of the calls made before."""
+    rows = mix(records_, count=600)
+    record(app, rows)
+    incremental = table()
+    assert sum(r["cost"] for r in incremental) > 0
+    services(app).recorder.stop()
+    key = ", ".join(f'"{d}" TEXT NOT NULL' for d in stats.DIMENSIONS)
+    columns = ", ".join(f'"{c}" INTEGER NOT NULL DEFAULT 0' for c in stats.VALUES if c != "cost")
+    with db.connection_context(), db.atomic():  # as migration 7 left it
+        db.execute_sql(f'DROP TABLE "{stats.TABLE}"')
+        db.execute_sql(f'CREATE TABLE "{stats.TABLE}" ("hour" INTEGER NOT NULL, {key}, {columns}, '
+                       f'PRIMARY KEY ("hour", {stats._quoted(stats.DIMENSIONS)}))')
+        db.execute_sql(f'INSERT INTO "{stats.TABLE}" ("hour", {stats._quoted(stats.DIMENSIONS)}, "requests") '
+                       "VALUES (1, '*', '*', '*', '*', '', 99)")
+        db.execute_sql('DELETE FROM "_migrations" WHERE "version" = 8')
+
+    again = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
+    try:
+        assert table() == incremental
+        with db.connection_context():
+            applied = db.execute_sql('SELECT "name" FROM "_migrations" WHERE "version" = 8').fetchone()
+        assert applied == ("request_stats_cost",)
+    finally:
+        services(again).recorder.stop()
+
+
 def test_add_runs_in_its_own_transaction_when_called_alone(app):
     with db.connection_context():
         stats.add([{"created": NOW, "user": "u1", "status": 500, "latency_ms": 12, "input_tokens": 5}])
@@ -376,6 +406,80 @@ def test_end_users_are_summed_from_days_and_hours(app, records_, now):
         assert_breakdown(block, "end_user", window, {e: e for e in END_USERS if e})
 
 
+@pytest.mark.parametrize("now", [NOW, dt.datetime(2026, 4, 1, 0, 10), dt.datetime(2026, 3, 31, 23, 59, 59)],
+                         ids=["mid-month", "first-hour", "last-second"])
+def test_this_month_is_its_utc_days_until_today(app, records_, now):
+    """The month's figures are those of the rows made since its first midnight (UTC),
+    one bucket a day until today's, whatever the time of the month."""
+    rows = mix(records_, count=1500, now=now)
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    edges = [first, first - dt.timedelta(microseconds=1), first + dt.timedelta(days=1, microseconds=-1)]
+    rows += [dict(rows[i], created=created) for i, created in enumerate(edges)]
+    record(app, rows)
+    summary = stats.summary("month", now=now)
+
+    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time())
+    month = [row for row in rows if first <= row["created"] < tomorrow]
+    assert month and len(month) < len(rows)
+    counts, _ = figures(month)
+    assert {k: summary["totals"][k] for k in counts} == counts
+    assert summary["start"] == first.strftime("%Y-%m-%dT%H:%M:%SZ") and summary["bucket_hours"] == 24
+    assert [bucket["start"][:10] for bucket in summary["series"]] == [
+        f"{now:%Y-%m}-{day:02d}" for day in range(1, now.day + 1)]
+    for day, bucket in enumerate(summary["series"], start=1):
+        counts, _ = figures([row for row in month if row["created"].day == day])
+        assert {k: bucket[k] for k in counts} == counts, day
+
+
+# -- the spend export ----------------------------------------------------------------
+
+def expected_spend(rows, range_, names, currency="USD"):
+    """The CSV's lines, worked out from the rows in the range: per user and UTC day."""
+    _, _, _, chosen = in_window(rows, range_)
+    groups = defaultdict(list)
+    for row in (row for bucket in chosen.values() for row in bucket):
+        groups[row["created"].date().isoformat(), row["user"]].append(row)
+    lines = [["user_id", "user", "date", "requests", "input_tokens", "output_tokens", "cost", "currency"]]
+    for (day, user), group in sorted(groups.items()):
+        counts, _ = figures(group)
+        lines.append([user, names.get(user, ""), day, str(counts["requests"]), str(counts["input_tokens"]),
+                      str(counts["output_tokens"]), counts["cost"], currency])
+    return lines
+
+
+@pytest.mark.parametrize("range_", list(stats.RANGES))
+def test_spend_per_user_and_day_as_csv(app, admin, records_, range_, monkeypatch):
+    monkeypatch.setattr(stats, "utcnow", lambda: NOW)
+    users = records_["users"]
+    with db.connection_context():  # a name a spreadsheet would run, and a user deleted since
+        records.save(BY_NAME["users"], {"name": "=HYPERLINK(\"http://x.example\")"}, users[1])
+        records.delete(BY_NAME["users"], users[2])
+    rows = mix(records_, count=2500)
+    record(app, rows)
+
+    response = admin.get(f"/_/spend.csv?range={range_}")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="spend-{range_}.csv"'
+    lines = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    names = {u.id: u.name for u in users if u is not users[2]}
+    names[users[1].id] = "'=HYPERLINK(\"http://x.example\")"
+    assert lines == expected_spend(rows, range_, names)
+    assert len(lines) > 10
+
+
+def test_the_spend_export_defaults_to_this_month_and_needs_a_login(app, admin, records_, monkeypatch):
+    monkeypatch.setattr(stats, "utcnow", lambda: NOW)
+    rows = mix(records_, count=300)
+    record(app, rows)
+    response = app.test_client().get("/_/spend.csv")  # no session
+    assert response.status_code == 302 and "/_/login" in response.headers["Location"]
+    names = {u.id: u.name for u in records_["users"]}
+    lines = list(csv.reader(io.StringIO(admin.get("/_/spend.csv").get_data(as_text=True))))
+    assert lines == expected_spend(rows, "month", names)
+    response = admin.get("/_/spend.csv?range=1y")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/_/")
+
+
 def test_summary_with_no_requests(app):
     for range_, (_size, count) in stats.RANGES.items():
         summary = stats.summary(range_, now=NOW)
@@ -417,6 +521,7 @@ def test_bin_edges_are_log_spaced(app):
 # -- calls through the proxy show up ------------------------------------------------
 
 def test_calls_through_the_proxy_are_counted(gateway, admin):
+    gateway.model = gateway.update("models", gateway.model, input_price=2.5, output_price=10)
     client = gateway.client()
     client.chat.completions.create(model="gpt:pirate", messages=[{"role": "user", "content": "hi"}])
     client.chat.completions.create(model="llama3:8b", messages=[{"role": "user", "content": "hello you"}])
@@ -429,6 +534,7 @@ def test_calls_through_the_proxy_are_counted(gateway, admin):
     assert totals["requests"] == 3 and totals["errors"] == 1
     assert totals["input_tokens"] == sum(r.input_tokens or 0 for r in rows)
     assert totals["output_tokens"] == sum(r.output_tokens or 0 for r in rows) > 0
+    assert totals["cost"] == amount_text(sum(round((r.cost or 0) * NANOS) for r in rows)) != "0"
     assert totals["p50_ms"] is not None
     assert data["series"][-1]["requests"] == 3
     by = data["breakdowns"]

@@ -268,13 +268,18 @@ def _window(range_, now):
         size, count = RANGES[range_]
     except KeyError:
         raise ValueError(f"range must be one of {', '.join(RANGES)}") from None
-    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = now or utcnow()
     current = _hour(now)
     if count is None:  # this UTC month: its days until today's
         count = now.day
     last = current - current % size
     first = last - (count - 1) * size
     return size, count, first, last + size
+
+
+def utcnow():
+    """The time ranges end at: now, UTC, without a zone (as the rows keep times)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _iso(hour):
