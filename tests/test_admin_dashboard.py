@@ -8,7 +8,9 @@ import itertools
 import math
 import random
 import re
+import time
 from collections import defaultdict
+from fractions import Fraction
 from pathlib import Path
 
 import openai
@@ -621,3 +623,108 @@ def test_a_fresh_install_shows_the_setup_steps_still_missing(admin):
         records.save(BY_NAME["models"], {"api": api.id, "model": "m"})
         records.save(BY_NAME["prompts"], {"instructions": "Be brief."})
     assert 'id="setup-steps"' not in admin.get("/_/").get_data(as_text=True)
+
+
+# -- a million rows -----------------------------------------------------------------
+
+MILLION = 1_000_000
+
+
+def insert_rows_in_bulk(records_, count, now=NOW, seed=11):
+    """`count` request rows over 40 days before `now` (and a few hours after it),
+    written straight into the requests table in large batches, as a busy instance
+    would have them; returns what each range should show, summed here in Python from
+    the rows as they are written: per range, the totals [requests, input tokens,
+    output tokens, cost] and, per dimension, {id: [requests, cost]}."""
+    rng = random.Random(seed)
+    requests = BY_NAME["requests"].model
+    columns = ("id", "created", "updated", "user", "api", "model", "prompt", "end_user",
+               "status", "input_tokens", "output_tokens", "total_tokens", "cost", "latency_ms")
+    insert = (f'INSERT INTO "{requests._meta.table_name}" ({stats._quoted(columns)}) '
+              f'VALUES ({", ".join([db.param] * len(columns))})')
+    as_time = (lambda t: t) if db.param == "%s" else (lambda t: t.isoformat(" "))  # as sqlite3 would adapt it
+    users = [u.id for u in records_["users"]]
+    models = [(m.id, m.api) for m in records_["models"]]
+    prompts = [p.id for p in records_["prompts"]] + [None]
+    people = [f"person{i}@example.com" for i in range(40)] + [None] * 20
+    by_hour = defaultdict(lambda: [0, 0, 0, 0])  # hour -> totals
+    by_ident = [defaultdict(lambda: [0, 0]) for _ in stats.DIMENSIONS]  # (hour, id) -> [requests, cost]
+    first, step = now - dt.timedelta(days=40) + dt.timedelta(hours=3), dt.timedelta(days=40) / count
+    batch = []
+    with db.connection_context():
+        for i in range(count):
+            created = first + i * step  # oldest first
+            user, (model, api), prompt, end_user = (rng.choice(users), rng.choice(models), rng.choice(prompts),
+                                                   rng.choice(people))
+            inp, out = rng.randrange(1, 4000), rng.randrange(0, 1500)
+            cost = rng.choice((0, rng.randrange(1, 6 * 10 ** 7)))  # nano-units; half the calls are free
+            text = as_time(created)
+            batch.append((f"r{i:014d}", text, text, user, api, model, prompt, end_user,
+                          200 if rng.random() > 0.05 else 500, inp, out, inp + out, cost / NANOS, 100 + i % 5000))
+            if len(batch) == 50_000 or i == count - 1:
+                with db.atomic():
+                    db.cursor().executemany(insert, batch)
+                batch.clear()
+            hour = epoch_hour(created)
+            totals = by_hour[hour]
+            totals[0] += 1
+            totals[1] += inp
+            totals[2] += out
+            totals[3] += cost
+            for sums, ident in zip(by_ident, (user, model, prompt, api, end_user)):
+                entry = sums[hour, ident or ""]
+                entry[0] += 1
+                entry[1] += cost
+    expected = {}
+    for range_ in stats.RANGES:
+        start, size, buckets, _ = in_window([], range_, now)
+        inside = range(start, start + size * buckets)
+        want = expected[range_] = {"totals": [sum(v[i] for h, v in by_hour.items() if h in inside)
+                                              for i in range(4)]}
+        for dimension, sums in zip(stats.DIMENSIONS, by_ident):
+            per = want[dimension] = defaultdict(lambda: [0, 0])
+            for (hour, ident), (calls, cost) in sums.items():
+                if hour in inside:
+                    per[ident][0] += calls
+                    per[ident][1] += cost
+    return expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_costs_over_a_million_rows_equal_the_rows_sums(app, records_):
+    """The issue's scale: a million request rows, the rollup built from them as an
+    upgrade builds it, and every range's cost (total, per user, model, prompt, api
+    and end user) equal to the sum of its rows' costs, at the dashboard's speed."""
+    started = time.perf_counter()
+    expected = insert_rows_in_bulk(records_, MILLION)
+    inserted = time.perf_counter()
+    with db.connection_context():
+        assert stats.rebuild() == MILLION
+    rebuilt = time.perf_counter()
+    timings = {}
+    for range_ in stats.RANGES:
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            summary = stats.summary(range_, now=NOW)
+            times.append(time.perf_counter() - began)
+        timings[range_] = sorted(times)[1]
+        want = expected[range_]
+        requests, inp, out, cost = want["totals"]
+        totals = summary["totals"]
+        assert (totals["requests"], totals["input_tokens"], totals["output_tokens"]) == (requests, inp, out)
+        assert totals["cost"] == amount_text(cost) and cost > 2 ** 31  # past a 32-bit integer
+        assert sum(int(Fraction(bucket["cost"]) * NANOS) for bucket in summary["series"]) == cost
+        for dimension in stats.DIMENSIONS:
+            block = summary["breakdowns"][dimension]
+            for entry in block["top"]:
+                assert [entry["requests"], entry["cost"]] == [want[dimension][entry["id"]][0],
+                                                              amount_text(want[dimension][entry["id"]][1])]
+            shown = {entry["id"] for entry in block["top"]}
+            rest = [values for ident, values in want[dimension].items() if ident not in shown]
+            assert block["others"]["count"] == len(rest)
+            assert block["others"]["cost"] == amount_text(sum(values[1] for values in rest))
+    print(f"\n{MILLION:,} rows: inserted in {inserted - started:.1f} s, rollup rebuilt in {rebuilt - inserted:.1f} s; "
+          "summary() median of 3: " + ", ".join(f"{r} {t * 1000:.0f} ms" for r, t in timings.items()))
+    assert max(timings.values()) < 2.0  # a loaded machine's margin over bench/dashboard.py's figures
