@@ -2,13 +2,14 @@
 
 Creates a fresh PromptProxy on a temporary data directory, provisions 20 users (one
 key each), 2 apis, 6 models and 5 prompts through the same code the admin uses, then
-records 1,000,000 request rows spread over the last 30 days, two thirds of them for
+records 1,000,000 request rows spread over the last 30 days (the calls to
+the models on the "openai" api priced), two thirds of them for
 one of --end-users end users (a chat UI's people, a few of them heavy), through the recorder
 (the proxy's own write path: the requests insert and the hourly rollup, in batches
 of 500), oldest first, as they would arrive. Then it times:
 
   - the recorder's writes, and the share of that spent on the rollup (stats.add);
-  - stats.summary() for 24h, 7d and 30d (first call and median of 5);
+  - stats.summary() for 24h, 7d, 30d and this month (first call and median of 5);
   - GET /_/stats.json through Flask's test client, logged in as an admin;
   - stats.rebuild() from the requests table (the upgrade path), and checks that it
     gives back exactly the table the incremental writes built.
@@ -57,7 +58,8 @@ def provision():
         keys = {u.id: save("keys", user=u.id, label="bench").id for u in users}
         apis = [save("apis", name=name, base_url=f"http://127.0.0.1:{9000 + i}/v1")
                 for i, name in enumerate(["openai", "local"])]
-        models = [save("models", api=apis[i % 2].id, model=f"model-{i}", name=f"model-{i}") for i in range(6)]
+        models = [save("models", api=apis[i % 2].id, model=f"model-{i}", name=f"model-{i}",
+                       **({"input_price": 2.5, "output_price": 10} if i % 2 == 0 else {})) for i in range(6)]
         prompts = [save("prompts", name=f"prompt-{i}", instructions="Be brief.") for i in range(5)]
     return users, keys, models, prompts
 
@@ -87,6 +89,7 @@ def rows(count, users, keys, models, prompts, rng, end_users=500):
             "endpoint": "/v1/chat/completions", "stream": rng.random() < 0.5, "status": status,
             "error": None if status == 200 else "upstream error",
             "input_tokens": inp, "output_tokens": out, "total_tokens": inp + out,
+            "cost": (inp * 2_500 + out * 10_000) / 10 ** 9 if model.input_price else 0,  # as costs.amount writes it
             "latency_ms": max(1, round(rng.lognormvariate(6.6, 0.9))),
             "ttfb_ms": max(1, round(rng.lognormvariate(5.5, 0.6))),
         }

@@ -31,7 +31,7 @@ def create_app(overrides=None):
     from flask_wtf.csrf import CSRFProtect
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from .accounting import metrics, stats
+    from .accounting import costs, metrics, stats
     from .accounting.limits import Limiter
     from .accounting.recorder import Recorder, close_connection
     from .accounting.upstreams import Upstreams
@@ -86,7 +86,8 @@ def create_app(overrides=None):
     catalog = Catalog(ttl=conf["CATALOG_TTL"])
     limiter = Limiter(limits_location(conf), defaults={
         kind: conf["DEFAULT_" + kind.upper()] for kind in ("rpm", "tpm", "rpd", "concurrency")},
-        max_concurrency=conf["MAX_CONCURRENCY"], instance=f"{socket.gethostname()}:{Path(data_dir).resolve()}")
+        max_concurrency=conf["MAX_CONCURRENCY"], instance=f"{socket.gethostname()}:{Path(data_dir).resolve()}",
+        spent=costs.spent_in_rows)
     Services(
         settings=conf,
         catalog=catalog,

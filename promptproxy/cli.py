@@ -224,6 +224,7 @@ def restore_command(args, overrides):
     """Put a backup in place of data.db, refusing while a server runs on the data dir:
     each of its workers holds a lock in the spool directory for as long as it lives."""
     from .accounting import spool
+    from .accounting.counts import forget_spends
     from .data import backup
 
     data_dir = sqlite_data_dir(overrides)
@@ -239,6 +240,7 @@ def restore_command(args, overrides):
     except (backup.Refused, OSError) as problem:
         print(problem, file=sys.stderr)
         return 1
+    forget_spends(data_dir / "limits.db")  # budgets count again from the restored rows
     print(f"Restored {args.file} as {data_dir / 'data.db'}.")
     if kept:
         print(f"The database it replaced is kept as {kept}.")

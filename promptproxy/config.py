@@ -31,6 +31,8 @@ DEFAULTS = {
     "DEFAULT_CONCURRENCY": 0,
     # Calls in flight on this instance at most, across its workers; 0 means no cap.
     "MAX_CONCURRENCY": 0,
+    # The currency of models' prices, budgets and costs (a name shown beside amounts; nothing is converted).
+    "CURRENCY": "USD",
     # The bearer token GET /metrics (Prometheus) asks for; empty, there is no /metrics.
     "METRICS_TOKEN": "",
 }

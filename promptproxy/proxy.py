@@ -32,7 +32,7 @@ from werkzeug.wsgi import LimitedStream
 from . import providers, routing
 from .accounting.calls import Call
 from .accounting.end_users import end_user
-from .accounting.limits import Limited, LimitsUnavailable
+from .accounting.limits import Limited, LimitsUnavailable, OverBudget
 from .data.catalog import rehash_key
 from .data.fields import utcnow
 from .errors import ProxyError, database_unavailable, shown
@@ -160,7 +160,8 @@ def allowed(key, user, model, prompt):
 # -- 4. limit -------------------------------------------------------------------------
 
 def limit(call):
-    """Admit the call within its user's (or key's) rate limits, or refuse it with 429."""
+    """Admit the call within its user's (or key's) rate limits and budget, or refuse
+    it with 429."""
     try:
         call.ticket = call.limiter.acquire(call.key, call.user)
     except Limited as over:
@@ -168,6 +169,11 @@ def limit(call):
         raise ProxyError(429, str(over), type_="requests" if over.kind != "tpm" else "tokens",
                          code="rate_limit_exceeded",
                          headers={**over.headers, "Retry-After": str(over.retry_after)}) from None
+    except OverBudget as over:  # as OpenAI names running out of credit
+        call.metrics.limited("budget")
+        retry = {"Retry-After": str(over.retry_after)} if over.retry_after else {}
+        raise ProxyError(429, over.message(services().settings["CURRENCY"]), type_="insufficient_quota",
+                         code="budget_exceeded", headers={**over.headers, **retry}) from None
     except LimitsUnavailable as down:
         raise database_unavailable(down) from None
 

@@ -104,6 +104,9 @@ class AnthropicUpstream(base.FakeUpstream):
         reply
             The reply text instead of ``"echo: ..."``.  With ``tool_use`` and no
             ``reply`` the answer has no text block at all.
+        usage
+            Fields added to the answer's usage, e.g. ``{"cache_read_input_tokens":
+            6}``; a stream's message_start carries them, as the API's does.
         tool_use
             ``dict(name=..., input={...})``, or a list of them: tool_use blocks
             after the text, ids ``toolu_fake<request>_<i>``.
@@ -275,7 +278,8 @@ class _Handler(base._Handler):
         stop_sequence = stops[0] if stop_reason == "stop_sequence" and stops else None
         usage = {"input_tokens": self._input_tokens(data),
                  "output_tokens": _words(reply or "") + sum(
-                     _words(json.dumps(use.get("input", {}))) for use in uses)}
+                     _words(json.dumps(use.get("input", {}))) for use in uses),
+                 **behaviour.get("usage", {})}
         message = {"id": f"msg_fake{n}", "type": "message", "role": "assistant",
                    "model": data["model"], "content": content, "stop_reason": stop_reason,
                    "stop_sequence": stop_sequence, "usage": usage}
@@ -287,7 +291,7 @@ class _Handler(base._Handler):
     def _events(message, behaviour):
         """The event stream that delivers `message`, as the API sends it."""
         start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
+                 "usage": {**message["usage"], "output_tokens": 1}}
         events = [("message_start", {"type": "message_start", "message": start})]
         if not message["content"]:
             events.append(("ping", {"type": "ping"}))

@@ -306,7 +306,7 @@ def test_message_to_chat_with_tool_use():
             "tool_calls": [{"id": "toolu_01A", "type": "function", "function": {
                 "name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}}]}}],
         "usage": {"prompt_tokens": 650, "completion_tokens": 40, "total_tokens": 690,
-                  "prompt_tokens_details": {"cached_tokens": 500}},
+                  "prompt_tokens_details": {"cached_tokens": 500, "cache_creation_tokens": 30}},
     }
     # and an OpenAI client reads it
     completion = ChatCompletion.model_validate({**result, "created": before})

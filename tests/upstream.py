@@ -54,7 +54,7 @@ CREATED = 1_700_000_000  # a fixed timestamp keeps every answer deterministic
 DEFAULT_MODEL = "gpt-4o-mini"
 EMBEDDING_DIMENSIONS = 8
 BEHAVIOURS = {"status", "body", "headers", "reply", "chunks", "framing", "gate", "delay",
-              "drop_after", "hang", "line_end"}
+              "drop_after", "hang", "line_end", "usage"}
 FRAMINGS = {"chunked", "close"}
 STATUS_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
                  403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
@@ -250,6 +250,9 @@ class FakeUpstream:
             without a body just changes the default answer's status.
         reply
             The reply text instead of ``"echo: ..."``.
+        usage
+            Fields added to the answer's usage (and replacing its own), e.g.
+            ``{"prompt_tokens_details": {"cached_tokens": 4}}``.
         chunks
             For streaming, the exact content pieces, one chunk each.
         framing
@@ -486,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
         reply = behaviour.get("reply", "echo: " + (texts[-1] if texts else ""))
         if behaviour.get("chunks") is not None and data.get("stream"):
             reply = "".join(behaviour["chunks"])
-        usage = self._usage(sum(map(_words, texts)), _words(reply))
+        usage = {**self._usage(sum(map(_words, texts)), _words(reply)), **behaviour.get("usage", {})}
         model = data.get("model") or DEFAULT_MODEL
         ident = f"chatcmpl-fake{len(self.upstream.requests)}"
         if not data.get("stream"):
@@ -525,7 +528,7 @@ class _Handler(BaseHTTPRequestHandler):
         chunks = behaviour.get("chunks")
         if chunks is not None and stream:
             replies = ["".join(chunks)] * len(prompts)
-        usage = self._usage(sum(map(_words, prompts)), sum(map(_words, replies)))
+        usage = {**self._usage(sum(map(_words, prompts)), sum(map(_words, replies))), **behaviour.get("usage", {})}
         model = data.get("model") or "gpt-3.5-turbo-instruct"
         ident = f"cmpl-fake{len(self.upstream.requests)}"
         if not stream:

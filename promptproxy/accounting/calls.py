@@ -1,10 +1,10 @@
 """One call's account: what the proxy learns about a call as it goes, and its
 single end.
 
-`Call.end` is the one way a call ends: it gives the call's rate-limit slot back
-(counting its tokens), queues its request row and counts it in the metrics, once,
-whatever happened on the way. The proxy (promptproxy/proxy.py) fills a Call in
-step by step.
+`Call.end` is the one way a call ends: it prices the call (see costs.py), gives
+its rate-limit slot back (counting its tokens and its cost), queues its request
+row and counts it in the metrics, once, whatever happened on the way. The proxy
+(promptproxy/proxy.py) fills a Call in step by step.
 """
 
 import logging
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..data.fields import new_id, utcnow
 from ..providers.base import last_user_message
+from . import costs
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Call:
     upstream_ticket: object = None  # a slot under the answering api's concurrency cap, if it has one
     attempts: list = field(default_factory=list)  # each try: model, api, status or error, ms
     usage: dict = None
+    cost: int = None  # nano-units of the currency, worked out when the call ends (see costs.py)
     ttfb_ms: float = None
     request_body: dict = None
     response_body: object = None
@@ -73,16 +75,20 @@ class Call:
             self.upstream_error = upstream_error
 
     def end(self):
-        """The one way a call ends: release its rate-limit slot (counting its
-        tokens), then queue its row and count it. Safe to call again; only the
-        first counts."""
+        """The one way a call ends: price it, release its rate-limit slot (counting
+        its tokens and its cost), then queue its row and count it. Safe to call
+        again; only the first counts."""
         if self.ended:
             return
         self.ended = True
         usage = self.usage if isinstance(self.usage, dict) else {}
         try:
+            self.cost = costs.cost(self.usage, self.model)
+        except Exception:  # never lose the row over a figure
+            log.exception("the cost of a call could not be worked out")
+        try:
             for release in (self.release_upstream,
-                            lambda: self.limiter.release(self.ticket, usage.get("total_tokens"))):
+                            lambda: self.limiter.release(self.ticket, usage.get("total_tokens"), self.cost)):
                 try:
                     release()
                 except Exception:
@@ -126,7 +132,7 @@ class Call:
             "endpoint": self.endpoint, "stream": self.stream, "status": self.status,
             "error": self.error,
             "input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
-            "total_tokens": usage.get("total_tokens"),
+            "total_tokens": usage.get("total_tokens"), "cost": costs.amount(self.cost),
             "latency_ms": round((time.perf_counter() - self.started) * 1000),
             "ttfb_ms": round(self.ttfb_ms) if self.ttfb_ms is not None else None,
             "attempts": self.attempts or None,

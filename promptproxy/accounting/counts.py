@@ -159,6 +159,22 @@ def pid_alive(pid):
     return True
 
 
+def forget_spends(path):
+    """Drop the budgets' spends from the limits.db at `path`, if there is one: after
+    data.db is put back from a backup they start again from its request rows,
+    which are their truth (see limits.py)."""
+    if not os.path.exists(path):
+        return
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        with conn:
+            conn.execute("DELETE FROM windows WHERE kind LIKE 'spend-%'")
+    except sqlite3.OperationalError:  # no windows table: nothing was ever counted there
+        pass
+    finally:
+        conn.close()
+
+
 def counts_at(location):
     """The counts' store for a limits.db path or a postgresql:// URL."""
     if location.startswith(("postgresql://", "postgres://")):

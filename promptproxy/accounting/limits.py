@@ -6,6 +6,15 @@ Four limits: requests per minute (rpm), tokens per minute (tpm), requests per da
 (PROMPTPROXY_DEFAULT_RPM and friends; 0 means none). A caller with no limit at all
 costs nothing here.
 
+And a budget: what a user (or a key with a budget of its own, which then counts
+on its own) may spend per UTC day, week or month, or in total. A call is refused
+while the spend of the period is at or over the budget; calls already admitted
+finish, and each adds its cost (see costs.py) when it ends, as tpm adds tokens.
+The spend is counted in nano-units beside the rate-limit windows, and the request
+rows are its truth: each row carries the very cost that was added, and a spend not
+counted yet (a new period, a budget just set, a lost limits.db) starts from the
+sum of the subject's rows of the period.
+
 Counts are kept in fixed windows (the current minute and the current UTC day)
 where every process sees them: in their own SQLite file beside the data
 (`limits.db`), or, with PostgreSQL, in the shared database, so that several
@@ -34,8 +43,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..data.db import UNREACHABLE
 from ..data.storable import integer
 from ..data.writer import Writer
+from .budgets import Budget, OverBudget, Unseeded, period_of
+from .costs import amount_text
 from .counts import HEARTBEAT, PostgresCounts, counts_at
 
 log = logging.getLogger(__name__)
@@ -78,11 +90,13 @@ class Limited(Exception):
 
 @dataclass
 class Ticket:
-    """What one admitted call holds: its subjects per kind, to release at the end."""
+    """What one admitted call holds: its subjects per kind, to release at the end,
+    and the budget its cost counts against."""
 
     subjects: dict
     minute: int
     headers: dict = field(default_factory=dict)
+    budget: Budget = None
 
 
 def effective(key, user, defaults):
@@ -121,8 +135,11 @@ class Limiter:
     of the instance's machine and data directory)."""
 
     def __init__(self, location, defaults=None, clock=time.time, writer=None, max_concurrency=0,
-                 instance="instance"):
+                 instance="instance", spent=None):
         self.defaults = {kind: value for kind, value in (defaults or {}).items() if value}
+        # spent(subject, starts, ends): the cost of the subject's request rows of a period (None: ever),
+        # in nano-units; where a budget's spend starts when it is not counted yet
+        self.spent = spent or (lambda subject, starts, ends: 0)
         self.instance = (f"instance:{instance}", max_concurrency) if max_concurrency else None
         self.clock = clock
         self.counts = counts_at(location)
@@ -171,26 +188,40 @@ class Limiter:
         self.writer.stop()
 
     def acquire(self, key, user):
-        """A Ticket for a call within its limits, None when none apply; raises Limited."""
+        """A Ticket for a call within its limits and budget, None when none apply;
+        raises Limited or OverBudget."""
         applied = effective(key, user, self.defaults)
         if self.instance:
             applied["instance"] = self.instance
-        if not applied:
+        budget = getattr(key, "budget", None) is not None or getattr(user, "budget", None) is not None
+        if not (applied or budget):
             return None
         now = self.clock()
+        budget = Budget.of(key, user, now) if budget else None
         minute, day = int(now // 60), int(now // 86400)
         to_minute, to_day = 60 - now % 60, 86400 - now % 86400
         windows = {"rpm": minute, "tpm": minute, "rpd": day}
-        headers = self.writer.run(self._admit, applied, windows, to_minute, to_day)
-        return Ticket({kind: subject for kind, (subject, _) in applied.items()}, minute, headers)
+        headers = self._counting(budget, self._admit, applied, windows, to_minute, to_day, budget, now)
+        return Ticket({kind: subject for kind, (subject, _) in applied.items()}, minute, headers, budget)
 
-    def _admit(self, applied, windows, to_minute, to_day):
+    def _counting(self, budget, work, *args):
+        """`work(*args)` on the writer's thread; when it finds the budget's spend not
+        counted yet, the spend of the rows is read first (outside any lock)."""
+        try:
+            return self.writer.run(work, *args)
+        except Unseeded:
+            try:
+                budget.seed = self.writer.run(self.spent, budget.subject, budget.starts, budget.ends)
+            except UNREACHABLE as exc:
+                raise LimitsUnavailable.of(exc) from exc
+            return self.writer.run(work, *args)
+
+    def _admit(self, applied, windows, to_minute, to_day, budget, now):
         """On the writer's thread: check and count the call in one transaction."""
-        minute, day = windows["rpm"], windows["rpd"]
         counts = self.counts
         try:
             self._release_late()
-            counts.begin(subject for subject, _ in applied.values())
+            counts.begin([subject for subject, _ in applied.values()] + ([budget.subject] if budget else []))
             used = dict.fromkeys(applied, 0)
             counted = [(subject, kind, windows[kind]) for kind, (subject, _) in applied.items()
                        if kind not in RUNNING]
@@ -204,6 +235,11 @@ class Limiter:
                 if kind in applied:
                     used[kind] = self._inflight(applied[kind][0])
             headers = self._headers(applied, used, to_minute, to_day)
+            if budget is not None:
+                spent = self._spent(budget)
+                headers["x-promptproxy-budget-remaining"] = amount_text(max(0, budget.limit - spent))
+                if spent >= budget.limit:
+                    raise OverBudget(budget, spent, headers, now)
             for kind, (_subject, limit) in applied.items():
                 if used[kind] >= limit:
                     retry = {"rpm": to_minute, "tpm": to_minute, "rpd": to_day}.get(kind, 1)
@@ -216,10 +252,9 @@ class Limiter:
                     self._take(applied[kind][0])
             self._calls += 1
             if self._calls % 1000 == 0:  # forget finished windows now and then
-                counts.execute(f"DELETE FROM {counts.WINDOWS} WHERE (kind != 'rpd' AND \"window\" < ?) OR "
-                               "(kind = 'rpd' AND \"window\" < ?)", (minute - 1, day - 1))
+                self._forget_finished(now)
             counts.execute("COMMIT")
-        except Limited:
+        except (Limited, OverBudget):
             self._reset()
             raise
         except BaseException as exc:
@@ -229,28 +264,73 @@ class Limiter:
             raise
         return headers
 
-    def release(self, ticket, tokens):
-        """The call ended: it no longer counts as running, and its tokens count."""
+    def _forget_finished(self, now):
+        """Forget the windows that are over: rate-limit windows before the last one,
+        budget spends of periods before the last one (a total is never over)."""
+        minute, day = int(now // 60), int(now // 86400)
+        over = [("rpm", minute - 1), ("tpm", minute - 1), ("rpd", day - 1)]
+        over += [("spend-" + period, period_of(period, now)[0] - 1) for period in ("day", "week", "month")]
+        self.counts.execute(f"DELETE FROM {self.counts.WINDOWS} WHERE "
+                            + " OR ".join(['(kind = ? AND "window" < ?)'] * len(over)),
+                            [value for pair in over for value in pair])
+
+    def _spent(self, budget):
+        """Within a transaction holding the budget's subject: its spend in the current
+        period. A spend not counted yet starts from the rows' (`budget.seed`), or
+        raises Unseeded when they have not been read."""
+        table = self.counts.WINDOWS
+        where = (f'SELECT used FROM {table} WHERE subject = ? AND kind = ? AND "window" = ?',
+                 (budget.subject, budget.kind, budget.window))
+        row = self.counts.execute(*where).fetchone()
+        if row is None:
+            if budget.seed is None:
+                raise Unseeded
+            self.counts.execute(f'INSERT INTO {table} VALUES (?, ?, ?, ?) ON CONFLICT (subject, kind, "window") '
+                                "DO NOTHING", (budget.subject, budget.kind, budget.window, budget.seed))
+            row = self.counts.execute(*where).fetchone()
+        return row[0]
+
+    def spend(self, subject, period):
+        """What `subject` ("user:<id>", "key:<id>") has spent in the current `period`,
+        in nano-units, as its budget counts it: what the admin shows."""
+        budget = Budget(subject, 0, period, *period_of(period, self.clock()))
+        return self._counting(budget, self._spend, budget)
+
+    def _spend(self, budget):
+        try:
+            self.counts.begin([budget.subject])
+            spent = self._spent(budget)
+            self.counts.execute("COMMIT")
+        except BaseException:
+            self._reset()
+            raise
+        return spent
+
+    def release(self, ticket, tokens, cost=None):
+        """The call ended: it no longer counts as running, and its tokens and its
+        cost (nano-units) count."""
         if ticket is None:
             return
         tokens = tokens_count(tokens)
         running = any(kind in ticket.subjects for kind in RUNNING)
         counted = "tpm" in ticket.subjects and tokens
-        if not (running or counted):
+        cost = cost if ticket.budget is not None and isinstance(cost, int) and cost > 0 else 0
+        if not (running or counted or cost):
             return
         try:
-            self.writer.run(self._release, ticket, running, counted, tokens)
+            self.writer.run(self._release, ticket, running, counted, tokens, cost)
         except Exception as exc:
-            self._unreleased.append((ticket, running, counted, tokens))  # the next admit or beat does it
+            self._unreleased.append((ticket, running, counted, tokens, cost))  # the next admit or beat does it
             if not driver_unavailable(exc):
                 raise
             log.warning("the database is unavailable: a call's rate-limit slot is given back once it is back "
                         "(%s)", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
-    def _release(self, ticket, running, counted, tokens):
+    def _release(self, ticket, running, counted, tokens, cost):
         counts = self.counts
         try:
-            counts.begin(ticket.subjects[kind] for kind in (*RUNNING, "tpm") if kind in ticket.subjects)
+            counts.begin([ticket.subjects[kind] for kind in (*RUNNING, "tpm") if kind in ticket.subjects]
+                         + ([ticket.budget.subject] if cost else []))
             if running:
                 for kind in RUNNING:
                     if kind in ticket.subjects:
@@ -258,6 +338,9 @@ class Limiter:
                                        (ticket.subjects[kind], counts.process))
             if counted:
                 self._add(ticket.subjects["tpm"], "tpm", int(self.clock() // 60), tokens)
+            if cost:  # in the period the call was admitted in, as its row's time says
+                budget = ticket.budget
+                self._add(budget.subject, budget.kind, budget.window, cost)
             counts.execute("COMMIT")
         except BaseException:
             self._reset()

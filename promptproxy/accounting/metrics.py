@@ -59,8 +59,8 @@ class Metrics:
                                        "kind (connection, timeout, broken, invalid, status_4xx, "
                                        "status_5xx, stream_error, incomplete).", ("api", "kind"),
                                        registry=own)
-        self.rate_limited = Counter("promptproxy_rate_limited", "Calls refused by a rate limit, by "
-                                    "limit (rpm, tpm, rpd, concurrency).", ("limit",), registry=own)
+        self.rate_limited = Counter("promptproxy_rate_limited", "Calls refused by a rate limit or a "
+                                    "budget, by limit (rpm, tpm, rpd, concurrency, budget).", ("limit",), registry=own)
         # Summed over the live processes only: a worker that died has no calls left.
         self.in_flight = Gauge("promptproxy_calls_in_flight", "Calls being answered now.",
                                multiprocess_mode="livesum", registry=own)

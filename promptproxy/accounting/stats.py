@@ -3,7 +3,9 @@
 Every batch of request rows the recorder writes is also added, in the same
 transaction, to `_request_stats`: one row per (hour, user, model, prompt, api,
 end user) with the number of requests, of errors (status >= 400), input and output
-tokens, and a latency histogram over fixed, log-spaced bins. The dashboard reads
+tokens, their cost in nano-units of the currency (an integer: the sum of the rows'
+costs, each a whole number of nano-units, see costs.py, so every sum is exact), and
+a latency histogram over fixed, log-spaced bins. The dashboard reads
 only this table, so its cost does not grow with the number of requests.
 
 Besides those detail rows the table keeps roll-up rows, in which the dimensions
@@ -39,13 +41,14 @@ import peewee
 
 from ..collections import BY_NAME
 from ..data.db import BaseModel, db, is_postgresql
+from .costs import NANOS, amount_text
 
 ALL = "*"
 ALL_END_USERS = "\x1f"
 DAY = "**"  # the api of a per-end-user roll-up of a whole day
 RECORDS = {"user": "users", "model": "models", "prompt": "prompts", "api": "apis"}  # dimension -> collection
 DIMENSIONS = (*RECORDS, "end_user")
-COUNTS = ("requests", "errors", "input_tokens", "output_tokens")
+COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost")
 
 # Latency histogram: bin 0 is [0, 10 ms), bin i is [EDGES[i-1], EDGES[i]), the last
 # bin is [300 s, inf). Log-spaced, so each bin is about 60% wider than the one before.
@@ -53,12 +56,14 @@ BINS = 24
 EDGES = tuple(round(10 * (300_000 / 10) ** (i / (BINS - 2))) for i in range(BINS - 1))
 LATENCY = tuple(f"lat{i}" for i in range(BINS))
 VALUES = COUNTS + LATENCY  # the summed columns, in this order everywhere below
+_N = len(COUNTS)  # values[:_N] are the counts, values[_N:] the latency histogram
 WIDTH = len(VALUES)
 
-RANGES = {  # range -> (bucket size in hours, number of buckets)
+RANGES = {  # range -> (bucket size in hours, number of buckets; None: the days of this month so far)
     "24h": (1, 24),
     "7d": (6, 28),
     "30d": (24, 30),
+    "month": (24, None),
 }
 TOP = 10
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
@@ -75,6 +80,7 @@ class RequestStats(BaseModel):
     errors = peewee.IntegerField(default=0)
     input_tokens = peewee.IntegerField(default=0)
     output_tokens = peewee.IntegerField(default=0)
+    cost = peewee.BigIntegerField(default=0)  # nano-units
 
     class Meta:
         table_name = "_request_stats"
@@ -145,8 +151,10 @@ def add(rows):
     for row in rows:
         error = 1 if (row.get("status") or 0) >= 400 else 0
         input_tokens, output_tokens = row.get("input_tokens") or 0, row.get("output_tokens") or 0
+        cost = row.get("cost")
+        cost = round(cost * NANOS) if cost else 0  # the row keeps nano-units / NANOS (see costs.amount)
         latency = row.get("latency_ms")
-        slot = None if latency is None else 4 + bisect_right(EDGES, latency)
+        slot = None if latency is None else len(COUNTS) + bisect_right(EDGES, latency)
         for key in _keys(_hour(row["created"]), row.get("user") or "", row.get("model") or "",
                          row.get("prompt") or "", row.get("api") or "", row.get("end_user") or ""):
             values = get(key)
@@ -156,6 +164,7 @@ def add(rows):
             values[1] += error
             values[2] += input_tokens
             values[3] += output_tokens
+            values[4] += cost
             if slot is not None:
                 values[slot] += 1
     if not groups:
@@ -194,6 +203,7 @@ def _rebuild_query():
             + ", ".join(f'COALESCE("{d}", \'\')' for d in DIMENSIONS) + ", "
             "COUNT(*), COUNT(CASE WHEN \"status\" >= 400 THEN 1 END), "
             "COALESCE(SUM(\"input_tokens\"), 0), COALESCE(SUM(\"output_tokens\"), 0), "
+            f"COALESCE(SUM(CAST(ROUND(\"cost\" * {NANOS}) AS BIGINT)), 0), "
             + ", ".join(bins)
             + f' FROM "{requests}" WHERE "created" IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1')
 
@@ -258,20 +268,29 @@ def _window(range_, now):
         size, count = RANGES[range_]
     except KeyError:
         raise ValueError(f"range must be one of {', '.join(RANGES)}") from None
-    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    now = now or utcnow()
     current = _hour(now)
+    if count is None:  # this UTC month: its days until today's
+        count = now.day
     last = current - current % size
     first = last - (count - 1) * size
     return size, count, first, last + size
+
+
+def utcnow():
+    """The time ranges end at: now, UTC, without a zone (as the rows keep times)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def _iso(hour):
     return dt.datetime.fromtimestamp(hour * 3600, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _counts(requests, errors, input_tokens, output_tokens):
+def _counts(requests, errors, input_tokens, output_tokens, cost):
+    """The summed figures as the dashboard shows them; the cost as the exact decimal text
+    of its nano-units (a JSON number could not hold every sum exactly)."""
     return {"requests": requests, "errors": errors, "input_tokens": input_tokens,
-            "output_tokens": output_tokens, "tokens": input_tokens + output_tokens}
+            "output_tokens": output_tokens, "tokens": input_tokens + output_tokens, "cost": amount_text(cost)}
 
 
 def _latency(histogram):
@@ -291,7 +310,11 @@ def _names(dimension, ids):
     return {row.id: collection.title(row) for row in model.select().where(model.id.in_(wanted))}
 
 
-_SUMS = ", ".join(f'SUM("{c}")' for c in VALUES)
+def _sums(columns):
+    return ", ".join(f'CAST(SUM("{c}") AS BIGINT)' for c in columns)  # PostgreSQL sums a bigint as a numeric
+
+
+_SUMS = _sums(VALUES)
 _WHOLE_HOUR = " AND ".join(f'"{d}" = \'{ALL}\'' for d in RECORDS)
 
 
@@ -331,8 +354,9 @@ def _end_user_spans(start, end):
 
 
 def summary(range_="24h", now=None):
-    """The dashboard's figures for the last 24 hours, 7 days or 30 days (UTC buckets
-    of 1, 6 or 24 hours ending with the current one), as a JSON-able dict."""
+    """The dashboard's figures for the last 24 hours, 7 days or 30 days, or this UTC
+    month (UTC buckets of 1, 6, 24 or 24 hours ending with the current one; the month's
+    are its days until today), as a JSON-able dict."""
     size, count, start, end = _window(range_, now)
     with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():  # one snapshot
         buckets = {row[0]: row[1:] for row in db.execute_sql(_series_sql(), (start, size, start, end))}
@@ -355,15 +379,34 @@ def summary(range_="24h", now=None):
     for i in range(count):
         row = buckets.get(i) or (0,) * WIDTH
         totals = list(map(_add, totals, row))
-        series.append({"start": _iso(start + i * size), **_counts(*row[:4]), **_latency(row[4:])})
+        series.append({"start": _iso(start + i * size), **_counts(*row[:_N]), **_latency(row[_N:])})
     error_rate = totals[1] / totals[0] if totals[0] else 0.0
     return {
         "range": range_, "bucket_hours": size, "start": _iso(start), "end": _iso(end),
         "has_requests": any_ever,
-        "totals": {**_counts(*totals[:4]), "error_rate": round(error_rate, 4), **_latency(totals[4:])},
+        "totals": {**_counts(*totals[:_N]), "error_rate": round(error_rate, 4), **_latency(totals[_N:])},
         "series": series,
         "breakdowns": breakdowns,
     }
+
+
+def _by_user_and_day_sql():
+    """The per-user roll-ups, summed per UTC day (hour // 24)."""
+    return (f'SELECT "hour" / 24, "user", {_sums(COUNTS)} '
+            f'{_in_range(ROLLUPS, ROLLUPS_INDEX)} AND "user" != \'{ALL}\' GROUP BY 1, 2 ORDER BY 1, 2')
+
+
+def spend_by_user_and_day(range_="month", now=None):
+    """What each user spent on each UTC day of a range (the summary's window, whose
+    first day may start after midnight): dicts of the user's id and name (None once
+    deleted), the date, requests, input and output tokens and the cost in nano-units,
+    by day and then user id; only users who made calls."""
+    _size, _count, start, end = _window(range_, now)
+    with db.connection_context() if db.is_closed() else nullcontext(), db.atomic():
+        rows = db.execute_sql(_by_user_and_day_sql(), (start, end)).fetchall()
+        names = _names("user", {row[1] for row in rows})
+    return [{"user": user, "name": names.get(user), "date": dt.date.fromordinal(_EPOCH_DAY + day),
+             **dict(zip(COUNTS, values))} for day, user, *values in rows]
 
 
 def _breakdown(dimension, rows):
@@ -376,8 +419,8 @@ def _breakdown(dimension, rows):
         name = names.get(record_id)
         entries.append({"id": record_id, "name": name if name is not None else (record_id or "(none)"),
                         "deleted": bool(record_id) and name is None,
-                        **_counts(*values[:4]), **_latency(values[4:])})
+                        **_counts(*values[:_N]), **_latency(values[_N:])})
     others = [0] * WIDTH
     for _, values in rest:
         others = list(map(_add, others, values))
-    return {"top": entries, "others": {"count": len(rest), **_counts(*others[:4])}}
+    return {"top": entries, "others": {"count": len(rest), **_counts(*others[:_N])}}

@@ -13,6 +13,7 @@ from .layout import list_styles, sidebar
 from .live import LiveView
 from .playground import ConnectionView, PlaygroundView
 from .prompts import PromptView
+from .spend import SpendView
 from .views import CollectionView, RequestView, pop_reveal
 
 ADMIN_HEADERS = {
@@ -44,7 +45,8 @@ def init_admin(app):
         theme=Bootstrap4Theme(swatch="default", fluid=True, base_template="promptproxy/base.html"),
     )
     for collection in ALL:
-        view = {"apis": ApiView, "prompts": PromptView, "requests": RequestView}.get(collection.name, CollectionView)
+        view = {"apis": ApiView, "prompts": PromptView, "requests": RequestView, "users": SpendView,
+                "keys": SpendView}.get(collection.name, CollectionView)
         admin.add_view(view(collection))
     admin.add_view(PlaygroundView(name="Playground", endpoint="playground", url="playground"))
     admin.add_view(LiveView(name="Live log", endpoint="live", url="live"))

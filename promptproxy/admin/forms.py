@@ -13,6 +13,7 @@ the plain text input and cell of `Field`.
 """
 
 import datetime as dt
+import decimal
 import json
 from functools import singledispatch
 
@@ -26,6 +27,7 @@ from ..data.fields import (
     MAX_NESTING,
     Bool,
     DateTime,
+    Decimal,
     Email,
     GatewayKey,
     Invalid,
@@ -133,6 +135,12 @@ def _(field: Number, creating):
 
 
 @form_field.register
+def _(field: Decimal, creating):
+    bounds = {name: value for name, value in (("min", field.min), ("max", field.max)) if value is not None}
+    return input_for(field, render_kw={"type": "number", "step": "any", **bounds})
+
+
+@form_field.register
 def _(field: Bool, creating):
     return wtf.BooleanField(field.label, description=field.help, default=field.initial())
 
@@ -196,8 +204,9 @@ def _(field: Bool, data):
     return bool(data)
 
 
-@form_value.register
-def _(field: Number, data):
+@form_value.register(Number)
+@form_value.register(Decimal)
+def _(field, data):
     return None if isinstance(data, str) and not data.strip() else data
 
 
@@ -239,6 +248,17 @@ def cell(field, row):
 def _(field: LongText, row):
     value = getattr(row, field.name)
     return "" if value is None else shorten(str(value))
+
+
+@cell.register
+def _(field: Decimal, row):
+    value = getattr(row, field.name)
+    return "" if value is None else decimal_text(value)
+
+
+def decimal_text(value):
+    """A number as it was typed, never in exponent form: 0.000001, not 1e-06."""
+    return format(decimal.Decimal(repr(value)), "f")
 
 
 @cell.register

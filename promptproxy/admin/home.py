@@ -22,6 +22,7 @@ from ..auth.throttle import attempt
 from ..collections import BY_NAME
 from ..services import services
 from .layout import record_count
+from .spend import spend_csv
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"chart.umd.min.js", "copy.js"}  # served at /_/assets/<name>, cached for a year
@@ -61,6 +62,8 @@ def asset_url(name):
     return url_for("admin.asset_view", filename=name, v=_content_hash(name))
 
 
+RANGE_LABELS = {"24h": "24\u00a0h", "7d": "7\u00a0d", "30d": "30\u00a0d", "month": "This\u00a0month"}  # buttons
+
 # What a fresh install needs before its first answer, in the order the README walks it.
 SETUP_STEPS = [
     ("users", "Add a user: someone who will call the gateway."),
@@ -82,12 +85,12 @@ class HomeView(AdminIndexView):
                 return self.render("promptproxy/setup_pending.html")
             return redirect(url_for(".login_view"))
         steps = [(name, what, record_count(BY_NAME[name]) > 0) for name, what in SETUP_STEPS]
-        return self.render("promptproxy/home.html", ranges=list(stats.RANGES),
+        return self.render("promptproxy/home.html", ranges=RANGE_LABELS, currency=services().settings["CURRENCY"],
                            asset_url=asset_url, steps=steps if not all(done for *_, done in steps) else [])
 
     @expose("/stats.json")
     def stats_view(self):
-        """The dashboard's figures for ?range=24h|7d|30d."""
+        """The dashboard's figures for ?range=24h|7d|30d|month."""
         if not current_user.is_authenticated:
             return jsonify(error="Log in to see usage."), 401
         range_ = request.args.get("range", "24h")
@@ -96,6 +99,17 @@ class HomeView(AdminIndexView):
         response = jsonify(stats.summary(range_))
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    @expose("/spend.csv")
+    def spend_view(self):
+        """Spend per user per UTC day over ?range= (this month unless told), as CSV."""
+        if not current_user.is_authenticated:
+            return redirect(url_for(".login_view", next=request.full_path))
+        range_ = request.args.get("range", "month")
+        if range_ not in stats.RANGES:
+            flash(f"The spend export's range must be one of {', '.join(stats.RANGES)}.", "error")
+            return redirect(url_for(".index"))
+        return spend_csv(range_)
 
     @expose("/assets/<filename>")
     def asset_view(self, filename):

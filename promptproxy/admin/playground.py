@@ -33,7 +33,8 @@ from ..data import crypto, records
 from ..providers.base import error_message
 from ..providers.upstream import upstream_base, upstream_headers
 from ..services import services
-from .forms import UNREADABLE, mask
+from . import prices
+from .forms import UNREADABLE, decimal_text, mask
 from .views import LoginRequired
 
 PLAYGROUND_USER = "Playground"
@@ -246,6 +247,11 @@ def list_upstream_models(api):
     return sorted(found.items(), key=lambda pair: pair[0].lower())
 
 
+def price_text(values):
+    """Prices as the connection page shows them: input / cached input / output."""
+    return " / ".join("—" if value is None else decimal_text(value) for value in values)
+
+
 def scrub(text, secret):
     """Never echo the api's key, whatever the upstream put in its message."""
     text = text[:500]
@@ -280,8 +286,13 @@ class ConnectionView(LoginRequired, BaseView):
         except ConnectionFailed as failed:
             upstream, error = [], str(failed)
         elapsed = round((time.perf_counter() - started) * 1000)
+        currency = services().settings["CURRENCY"]
+        suggestions = {model_id: known for model_id, _ in upstream
+                       if (known := prices.suggested(model_id, currency)) is not None}
         return self.render("promptproxy/connection.html", api=api, upstream=upstream, error=error,
-                           existing=self._existing(api), elapsed=elapsed, url=models_url(api))
+                           existing=self._existing(api), elapsed=elapsed, url=models_url(api),
+                           suggestions=suggestions, currency=currency, priced=prices.priced,
+                           price_text=price_text, known_currency=prices.CURRENCY)
 
     @expose("/<api_id>", methods=("POST",))
     def add_models(self, api_id):
@@ -289,7 +300,10 @@ class ConnectionView(LoginRequired, BaseView):
         existing = self._existing(api)
         models = BY_NAME["models"]
         wanted = list(dict.fromkeys(m.strip() for m in request.form.getlist("model") if m.strip()))
-        added, skipped, failed = [], [], []
+        currency = services().settings["CURRENCY"]
+        confirmed = {model_id: known for model_id in request.form.getlist("price")
+                     if (known := prices.suggested(model_id, currency)) is not None}
+        added, skipped, failed, repriced = [], [], [], []
         for model_id in wanted:
             if model_id in existing:
                 skipped.append(model_id)
@@ -297,16 +311,24 @@ class ConnectionView(LoginRequired, BaseView):
             name_taken = models.model.select().where(models.model.name == model_id).exists()
             try:
                 row, _ = records.save(models, {"api": api.id, "model": model_id,
-                                               "name": None if name_taken else model_id})
+                                               "name": None if name_taken else model_id,
+                                               **confirmed.get(model_id, {})})
             except records.RecordInvalid as invalid:
                 failed.append(f"{model_id} ({invalid})")
                 continue
             existing[model_id] = row
-            added.append(model_id)
-        if not wanted:
+            added.append(model_id + (" (with its known prices)" if model_id in confirmed else ""))
+        for model_id, known in confirmed.items():
+            row = existing.get(model_id)
+            if model_id not in wanted and row is not None and not prices.priced(row):
+                records.save(models, known, row=row)
+                repriced.append(model_id)
+        if not (wanted or confirmed):
             flash("Select at least one model to add.", "warning")
         if added:
             flash(f"Added {len(added)} model{'s' * (len(added) != 1)}: {', '.join(added)}.", "success")
+        if repriced:
+            flash(f"Set the known prices of {', '.join(repriced)}.", "success")
         if skipped:
             flash(f"Skipped {len(skipped)} already present: {', '.join(skipped)}.", "info")
         if failed:

@@ -143,7 +143,7 @@ def without_generic_messages(response):
 
 
 # Form groups in the order forms show them; all but the first fold away until opened.
-FORM_GROUPS = (("basics", None), ("access", "Access rules"), ("limits", "Limits"),
+FORM_GROUPS = (("basics", None), ("prices", "Prices"), ("access", "Access rules"), ("limits", "Limits"),
                ("routing", "Retries and load"), ("advanced", "Advanced settings"))
 
 

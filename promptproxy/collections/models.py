@@ -4,7 +4,7 @@ Several models may share one public name: they form a group, and a call to that
 name is served by one of them, drawn by weight (see promptproxy/routing.py)."""
 
 from ..data.collection import Collection
-from ..data.fields import Bool, LongText, Number, Relation, Relations, Text
+from ..data.fields import Bool, Decimal, LongText, Number, Relation, Relations, Text
 
 models = Collection(
     "models",
@@ -19,6 +19,13 @@ models = Collection(
     Relations("fallbacks", "models",
               help="Models (and their groups) tried in this order when every member of this model's group "
                    "failed before answering."),
+    Decimal("input_price", min=0, label="Input price", group="prices",
+            help="Per million input tokens, in the instance's currency (PROMPTPROXY_CURRENCY, USD by default). "
+                 "Empty: free (a model of your own)."),
+    Decimal("cached_input_price", min=0, label="Cached input price", group="prices",
+            help="Per million input tokens read from the upstream's prompt cache. Empty: the input price."),
+    Decimal("output_price", min=0, label="Output price", group="prices",
+            help="Per million output tokens. Empty: free."),
     Bool("active", default=True),
     LongText("description"),
     title=["name", "model"],

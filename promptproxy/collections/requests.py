@@ -1,7 +1,7 @@
 """One row per authenticated call through the proxy, kept after the records it names are gone."""
 
 from ..data.collection import Collection
-from ..data.fields import Bool, Json, LongText, Number, Relation, Text
+from ..data.fields import Bool, Decimal, Json, LongText, Number, Relation, Text
 
 requests = Collection(
     "requests",
@@ -21,6 +21,8 @@ requests = Collection(
     Number("input_tokens"),
     Number("output_tokens"),
     Number("total_tokens"),
+    Decimal("cost", help="What the call cost, from the prices of the model that answered as they were when it "
+                         "ended, in the instance's currency. Empty when the upstream reported no usage."),
     Number("latency_ms", label="Latency (ms)"),
     Number("ttfb_ms", label="First byte (ms)"),
     Json("attempts", kind=list, help="Each try of the call: model, api, status or error, milliseconds."),
@@ -30,7 +32,7 @@ requests = Collection(
     LongText("user_message"),
     LongText("reply"),
     list=["created", "user", "model", "prompt", "end_user", "endpoint", "stream", "status",
-          "total_tokens", "latency_ms"],
+          "total_tokens", "cost", "latency_ms"],
     search=["model_ref", "error", "endpoint", "end_user"],
     filters=["user", "key", "model", "prompt", "prompt_version", "api", "end_user", "status", "stream", "created"],
     readonly=True,

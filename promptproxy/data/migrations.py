@@ -159,8 +159,30 @@ def prompt_versions(models):
         versions.insert_many(rows[start:start + 100]).execute()
 
 
+def prices_and_budgets(models):
+    """Models have prices, users and keys a budget and its period, request rows
+    their cost. Existing users and keys get the period the forms would give them;
+    rows written before prices existed keep an empty cost."""
+    declared = {model._meta.table_name: model._meta.columns for model in models}
+    new = {"models": ["input_price", "cached_input_price", "output_price"],
+           "users": ["budget", "budget_period"], "keys": ["budget", "budget_period"], "requests": ["cost"]}
+    for table, names in new.items():
+        add_columns(table, {name: declared[table][name] for name in names})
+    for table in ("users", "keys"):
+        if has_table(table):
+            db.execute_sql(f"UPDATE {table} SET budget_period = 'month' WHERE budget_period IS NULL")
+
+
+def request_stats_cost(models):
+    """The usage rollup sums the rows' costs too: rebuilt as `request_stats_by_end_user`
+    rebuilds it (dropped here, created from its declaration, filled from the requests
+    table by `stats.backfill` at start-up), so the calls made before have their cost
+    in it."""
+    request_stats_by_end_user(models)
+
+
 MIGRATIONS = [baseline, hashed_gateway_keys, playground_key_per_admin, live_log_order, model_groups,
-              request_stats_by_end_user, prompt_versions]
+              request_stats_by_end_user, prompt_versions, prices_and_budgets, request_stats_cost]
 
 
 # -- running them ---------------------------------------------------------------------------

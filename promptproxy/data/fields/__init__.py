@@ -17,6 +17,7 @@ from .base import (
 )
 from .bool import Bool
 from .datetime import DateTime
+from .decimal import Decimal
 from .email import EMAIL_PATTERN, Email
 from .gateway_key import GatewayKey, GeneratedKey
 from .json import BUILT_IN_VARIABLES, VARIABLE_NAME, Json, Labels, Variables
@@ -30,7 +31,7 @@ from .url import Url
 __all__ = [
     "INTEGER_RANGE", "KEEP", "MAX_NESTING", "Field", "Invalid", "JSONColumn", "blank", "format_datetime",
     "new_id", "storable_problem", "utcnow",
-    "Bool", "DateTime", "EMAIL_PATTERN", "Email", "GatewayKey", "GeneratedKey", "Json", "Labels", "Number",
-    "Relation", "Relations", "Secret", "Select", "LongText", "Text", "Url", "Variables", "BUILT_IN_VARIABLES",
-    "VARIABLE_NAME",
+    "Bool", "DateTime", "Decimal", "EMAIL_PATTERN", "Email", "GatewayKey", "GeneratedKey", "Json", "Labels",
+    "Number", "Relation", "Relations", "Secret", "Select", "LongText", "Text", "Url", "Variables",
+    "BUILT_IN_VARIABLES", "VARIABLE_NAME",
 ]

@@ -95,24 +95,35 @@ def _tokens(usage, name):
 
 
 def openai_usage(usage):
+    """Anthropic's usage in OpenAI's shape. Anthropic counts the input read from its
+    prompt cache and the input written to it apart from `input_tokens`; OpenAI's
+    `prompt_tokens` holds every input token, and its details say how many were read
+    from the cache (`cached_tokens`) and, as LiteLLM and Letta write it, written to
+    it (`cache_creation_tokens`), which cost more (see accounting/costs.py)."""
     usage = usage if isinstance(usage, dict) else {}
     cache_read = _tokens(usage, "cache_read_input_tokens")
-    prompt = sum(_tokens(usage, name) for name in (
-        "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    cache_creation = _tokens(usage, "cache_creation_input_tokens")
+    prompt = _tokens(usage, "input_tokens") + cache_creation + cache_read
     completion = _tokens(usage, "output_tokens")
     result = {"prompt_tokens": prompt, "completion_tokens": completion,
               "total_tokens": prompt + completion}
-    if cache_read:
-        result["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    details = {name: count for name, count in (("cached_tokens", cache_read),
+                                               ("cache_creation_tokens", cache_creation)) if count}
+    if details:
+        result["prompt_tokens_details"] = details
     return result
 
 
 def anthropic_usage(usage):
+    """OpenAI's usage in Anthropic's shape: the cached input apart, as openai_usage reads it."""
     usage = usage if isinstance(usage, dict) else {}
     details = usage.get("prompt_tokens_details")
-    cached = _tokens(details, "cached_tokens") if isinstance(details, dict) else 0
-    result = {"input_tokens": max(0, _tokens(usage, "prompt_tokens") - cached),
+    details = details if isinstance(details, dict) else {}
+    cached, created = _tokens(details, "cached_tokens"), _tokens(details, "cache_creation_tokens")
+    result = {"input_tokens": max(0, _tokens(usage, "prompt_tokens") - cached - created),
               "output_tokens": _tokens(usage, "completion_tokens")}
+    if created:
+        result["cache_creation_input_tokens"] = created
     if cached:
         result["cache_read_input_tokens"] = cached
     return result
