@@ -266,3 +266,17 @@ def test_a_locked_database_does_not_stall_streams_in_flight(gateway, served, dat
     assert ended < released
     assert limited_call["answer"] == "echo: hello there" and limited_call["done"] >= released  # it waited
     assert wait_for_rows(data_dir, database_url, streams + 1) == streams + 1, server.log()[-3000:]
+
+
+def test_a_call_reporting_billions_of_tokens_is_stored_and_summed(gateway):
+    """Upstream figures are untrusted: a count over 2**31 must not make the row's
+    batch fail (PostgreSQL's 32-bit columns did), and the dashboard sums it."""
+    from promptproxy.accounting import stats
+
+    huge = 3 * 2**31
+    gateway.upstream.script(usage={"prompt_tokens": huge, "completion_tokens": 5, "total_tokens": huge + 5})
+    gateway.client().chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    (row,) = gateway.rows(1)
+    assert (row.input_tokens, row.total_tokens) == (huge, huge + 5)
+    with db.connection_context():
+        assert stats.summary("24h")["totals"]["input_tokens"] == huge

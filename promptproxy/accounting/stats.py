@@ -76,10 +76,10 @@ class RequestStats(BaseModel):
     prompt = peewee.TextField(default="")
     api = peewee.TextField(default="")
     end_user = peewee.TextField(default="")
-    requests = peewee.IntegerField(default=0)
-    errors = peewee.IntegerField(default=0)
-    input_tokens = peewee.IntegerField(default=0)
-    output_tokens = peewee.IntegerField(default=0)
+    requests = peewee.BigIntegerField(default=0)
+    errors = peewee.BigIntegerField(default=0)
+    input_tokens = peewee.BigIntegerField(default=0)
+    output_tokens = peewee.BigIntegerField(default=0)
     cost = peewee.BigIntegerField(default=0)  # nano-units
 
     class Meta:
@@ -89,7 +89,7 @@ class RequestStats(BaseModel):
 
 
 for _name in LATENCY:
-    RequestStats._meta.add_field(_name, peewee.IntegerField(default=0))
+    RequestStats._meta.add_field(_name, peewee.BigIntegerField(default=0))
 del _name
 
 TABLE = RequestStats._meta.table_name

@@ -174,10 +174,11 @@ def prices_and_budgets(models):
 
 
 def request_stats_cost(models):
-    """The usage rollup sums the rows' costs too: rebuilt as `request_stats_by_end_user`
-    rebuilds it (dropped here, created from its declaration, filled from the requests
-    table by `stats.backfill` at start-up), so the calls made before have their cost
-    in it."""
+    """The usage rollup sums the rows' costs too, and counts in 64 bits (on PostgreSQL
+    its columns were 32-bit, and an upstream reporting 2**31 tokens made its row's
+    batch fail): rebuilt as `request_stats_by_end_user` rebuilds it (dropped here,
+    created from its declaration, filled from the requests table by `stats.backfill`
+    at start-up), so the calls made before have their cost in it."""
     request_stats_by_end_user(models)
 
 
