@@ -3,13 +3,13 @@
 sent again replaces it."""
 
 from ..data.collection import Collection
-from ..data.fields import LongText, Number, Relation
+from ..data.fields import Decimal, LongText, Relation
 
 feedback = Collection(
     "feedback",
     Relation("request", "requests", on_delete="keep", unique=True),
     Relation("key", "keys", on_delete="keep"),
-    Number("score", whole=False, min=0, max=1, required=True, help="From 0 (bad) to 1 (good)."),
+    Decimal("score", min=0, max=1, required=True, help="From 0 (bad) to 1 (good)."),
     LongText("comment"),
     label="Feedback",
     singular="feedback",

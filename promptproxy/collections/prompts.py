@@ -8,7 +8,8 @@ from ..data.fields import Bool, Json, LongText, Text, Variables
 
 prompts = Collection(
     "prompts",
-    Text("name", unique=True, help="Optional public name clients may use instead of the id, as in gpt-4o-mini:translator."),
+    Text("name", unique=True,
+         help="Optional public name clients may use instead of the id, as in gpt-4o-mini:translator."),
     LongText("instructions", required=True, help="The system prompt put in front of every call."),
     Bool("replace_system", label="Replace client system messages",
          help="Drop the client's own system messages instead of keeping them after these instructions.",

@@ -50,33 +50,3 @@ def test_invalid(field, value, code, message):
 @pytest.mark.parametrize("value, json", [(" 42 ", {"tokens": 42}), (None, {"tokens": None})])
 def test_json_round_trip(value, json):
     assert round_trip(ANY, value) == json
-
-
-SCORE = Number("score", min=0, max=1, whole=False)
-
-
-def test_fraction_columns():
-    assert column_types(SCORE) == {"score": peewee.DoubleField}
-
-
-@pytest.mark.parametrize("value, cleaned", [(0, 0.0), (1, 1.0), (0.25, 0.25), ("0.5", 0.5), (" 1 ", 1.0),
-                                            ("", None), (None, None)])
-def test_fraction_valid(value, cleaned):
-    assert SCORE.clean(value) == cleaned
-
-
-@pytest.mark.parametrize("value, code, message", [
-    ("high", "validation_invalid_number", "Must be a number."),
-    (True, "validation_invalid_number", "Must be a number."),
-    ([0.5], "validation_invalid_number", "Must be a number."),
-    ("nan", "validation_invalid_number", "Must be a finite number."),
-    (float("inf"), "validation_invalid_number", "Must be a finite number."),
-    (-0.01, "validation_min_number_constraint", "Must be at least 0."),
-    (1.5, "validation_max_number_constraint", "Must be at most 1."),
-])
-def test_fraction_invalid(value, code, message):
-    assert refusal(SCORE, value) == (code, message)
-
-
-def test_fraction_round_trip():
-    assert round_trip(SCORE, "0.75") == {"score": 0.75}
