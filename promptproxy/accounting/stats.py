@@ -154,7 +154,7 @@ def add(rows):
         cost = row.get("cost")
         cost = round(cost * NANOS) if cost else 0  # the row keeps nano-units / NANOS (see costs.amount)
         latency = row.get("latency_ms")
-        slot = None if latency is None else len(COUNTS) + bisect_right(EDGES, latency)
+        slot = None if latency is None else _N + bisect_right(EDGES, latency)
         for key in _keys(_hour(row["created"]), row.get("user") or "", row.get("model") or "",
                          row.get("prompt") or "", row.get("api") or "", row.get("end_user") or ""):
             values = get(key)
