@@ -297,8 +297,11 @@ def test_upgrading_rebuilds_the_rollup_with_end_users(app, records_, data_dir):
 
 
 def test_upgrading_adds_the_cost_to_the_rollup(app, records_, data_dir):
-    """Migration 8 gives the rollup its cost: a database whose rollup has none gets it
+    """A migration gives the rollup its cost: a database whose rollup has none gets it
     rebuilt from its request rows at start, with the cost of the calls made before."""
+    from promptproxy.data.migrations import MIGRATIONS, request_stats_cost
+
+    version = MIGRATIONS.index(request_stats_cost) + 1
     rows = mix(records_, count=600)
     record(app, rows)
     incremental = table()
@@ -306,19 +309,19 @@ def test_upgrading_adds_the_cost_to_the_rollup(app, records_, data_dir):
     services(app).recorder.stop()
     key = ", ".join(f'"{d}" TEXT NOT NULL' for d in stats.DIMENSIONS)
     columns = ", ".join(f'"{c}" INTEGER NOT NULL DEFAULT 0' for c in stats.VALUES if c != "cost")
-    with db.connection_context(), db.atomic():  # as migration 7 left it
+    with db.connection_context(), db.atomic():  # as the migration before left it
         db.execute_sql(f'DROP TABLE "{stats.TABLE}"')
         db.execute_sql(f'CREATE TABLE "{stats.TABLE}" ("hour" INTEGER NOT NULL, {key}, {columns}, '
                        f'PRIMARY KEY ("hour", {stats._quoted(stats.DIMENSIONS)}))')
         db.execute_sql(f'INSERT INTO "{stats.TABLE}" ("hour", {stats._quoted(stats.DIMENSIONS)}, "requests") '
                        "VALUES (1, '*', '*', '*', '*', '', 99)")
-        db.execute_sql('DELETE FROM "_migrations" WHERE "version" = 8')
+        db.execute_sql(f'DELETE FROM "_migrations" WHERE "version" = {version}')
 
     again = create_app({"DATA_DIR": str(data_dir), "CATALOG_TTL": 0})
     try:
         assert table() == incremental
         with db.connection_context():
-            applied = db.execute_sql('SELECT "name" FROM "_migrations" WHERE "version" = 8').fetchone()
+            applied = db.execute_sql(f'SELECT "name" FROM "_migrations" WHERE "version" = {version}').fetchone()
         assert applied == ("request_stats_cost",)
     finally:
         services(again).recorder.stop()

@@ -13,8 +13,9 @@ from .layout import list_styles, sidebar
 from .live import LiveView
 from .playground import ConnectionView, PlaygroundView
 from .prompts import PromptView
+from .requests import RequestView
 from .spend import SpendView
-from .views import CollectionView, RequestView, pop_reveal
+from .views import CollectionView, pop_reveal
 
 ADMIN_HEADERS = {
     "X-Frame-Options": "DENY",  # no clickjacking: the admin is never shown in a frame
